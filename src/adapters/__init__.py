@@ -1,0 +1,1 @@
+"""Implementations of the application's ports; they know no HTTP and no DI."""

@@ -1,0 +1,159 @@
+"""Tasks in process memory, with the same transactional behaviour as a database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from types import TracebackType
+
+from application.queries import Position, Sort, SortValue, Status, TaskFilter, TaskQuery
+from domain.task import Task
+
+_Rows = dict[str, dict[uuid.UUID, Task]]
+
+
+class MemoryTaskRepository:
+    """Reads see this transaction's own writes; others see them after commit."""
+
+    def __init__(self, rows: _Rows) -> None:
+        self._rows = rows
+        self._pending: dict[tuple[str, uuid.UUID], Task | None] = {}
+
+    def _current(self, owner: str, task_id: uuid.UUID) -> Task | None:
+        key = (owner, task_id)
+        if key in self._pending:
+            return self._pending[key]
+        return self._rows.get(owner, {}).get(task_id)
+
+    async def add(self, owner: str, task: Task) -> None:
+        if task.user_id != owner:
+            raise ValueError("task owner does not match")
+        if self._current(owner, task.id) is not None:
+            raise ValueError(f"task {task.id} exists")
+        self._pending[(owner, task.id)] = task
+
+    async def get(self, owner: str, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
+        return self._current(owner, task_id)
+
+    async def list(self, owner: str, query: TaskQuery) -> list[Task]:
+        ids = set(self._rows.get(owner, {}))
+        ids.update(tid for (who, tid) in self._pending if who == owner)
+        visible = [task for tid in ids if (task := self._current(owner, tid)) is not None]
+        selected = [t for t in visible if _matches(t, query.filter)]
+        ordered = _ordered(selected, query.sort)
+        if query.after is not None:
+            after = query.after
+            ordered = [t for t in ordered if _is_after(t, after, query.sort)]
+        return ordered[: query.limit + 1]
+
+    async def update(self, owner: str, task: Task, *, expected_version: int) -> bool:
+        current = self._current(owner, task.id)
+        if current is None or current.version != expected_version or task.user_id != owner:
+            return False
+        self._pending[(owner, task.id)] = task
+        return True
+
+    async def delete(self, owner: str, task_id: uuid.UUID, *, expected_version: int) -> bool:
+        current = self._current(owner, task_id)
+        if current is None or current.version != expected_version:
+            return False
+        self._pending[(owner, task_id)] = None
+        return True
+
+    def apply(self) -> None:
+        for (owner, task_id), task in self._pending.items():
+            if task is None:
+                self._rows.get(owner, {}).pop(task_id, None)
+            else:
+                self._rows.setdefault(owner, {})[task_id] = task
+        self._pending.clear()
+
+
+class MemoryUnitOfWork:
+    """Writers take the store's lock for the whole transaction, like SQLite."""
+
+    def __init__(self, rows: _Rows, lock: asyncio.Lock, write: bool) -> None:
+        self._rows = rows
+        self._lock = lock
+        self._write = write
+        self.tasks = MemoryTaskRepository(rows)
+
+    async def __aenter__(self) -> MemoryUnitOfWork:
+        if self._write:
+            await self._lock.acquire()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.tasks = MemoryTaskRepository(self._rows)
+        if self._write:
+            self._lock.release()
+
+    async def commit(self) -> None:
+        self.tasks.apply()
+
+
+class MemoryStorage:
+    """Keeps nothing after the process exits."""
+
+    def __init__(self) -> None:
+        self._rows: _Rows = {}
+        self._lock = asyncio.Lock()
+
+    def unit_of_work(self, user_id: str, *, write: bool) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self._rows, self._lock, write)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def _matches(task: Task, flt: TaskFilter) -> bool:
+    if flt.status is Status.PENDING and task.completed:
+        return False
+    if flt.status is Status.COMPLETED and not task.completed:
+        return False
+    if flt.priority is not None and task.priority is not flt.priority:
+        return False
+    if flt.text:
+        needle = flt.text.lower()
+        if needle not in task.title.lower() and needle not in (task.description or "").lower():
+            return False
+    if flt.due_before is not None and (task.due_at is None or task.due_at >= flt.due_before):
+        return False
+    return not (flt.due_after is not None and (task.due_at is None or task.due_at <= flt.due_after))
+
+
+def _ordered(tasks: list[Task], sort: Sort) -> list[Task]:
+    """Sort order with ``id`` tie-break; a missing due date sorts last both ways."""
+    keyed = [(sort.value_of(t), t) for t in tasks]
+    present = sorted(
+        ((v, t) for v, t in keyed if v is not None),
+        key=lambda pair: (pair[0], pair[1].id),
+        reverse=sort.descending,
+    )
+    missing = sorted(
+        (t for v, t in keyed if v is None), key=lambda t: t.id, reverse=sort.descending
+    )
+    return [t for _, t in present] + missing
+
+
+def _is_after(task: Task, position: Position, sort: Sort) -> bool:
+    value = sort.value_of(task)
+    if position.value is None:
+        return value is None and _beyond(task.id, position.id, sort.descending)
+    if value is None:
+        return True
+    if value == position.value:
+        return _beyond(task.id, position.id, sort.descending)
+    return _beyond(value, position.value, sort.descending)
+
+
+def _beyond(a: SortValue | uuid.UUID, b: SortValue | uuid.UUID, descending: bool) -> bool:
+    return a < b if descending else a > b  # type: ignore[operator]

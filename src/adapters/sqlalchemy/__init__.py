@@ -1,0 +1,5 @@
+"""SQLAlchemy 2 async store: PostgreSQL through asyncpg, SQLite through aiosqlite."""
+
+from adapters.sqlalchemy.storage import SqlStorage
+
+__all__ = ["SqlStorage"]

@@ -1,0 +1,59 @@
+"""Engine factory: one place that knows each dialect's connection settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+WRITE_OPTION = "taskvault_write"
+"""Execution option that marks a transaction as a writer (SQLite: BEGIN IMMEDIATE)."""
+
+
+def create_engine(url: str, *, timeout_s: float = 5.0, pool_size: int = 10) -> AsyncEngine:
+    """An engine for a ``sqlite+aiosqlite`` or ``postgresql+asyncpg`` URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, parsed.database, timeout_s)
+    if parsed.get_backend_name() == "postgresql":
+        return create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=timeout_s,
+            connect_args={
+                "timeout": timeout_s,
+                "command_timeout": timeout_s,
+                "server_settings": {"application_name": "taskvault"},
+            },
+        )
+    raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
+
+
+def _sqlite_engine(url: str, database: str | None, timeout_s: float) -> AsyncEngine:
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": timeout_s})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (below), so the driver must not.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit that returned is on disk, even after a power cut.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # A writer takes the write lock up front: a deferred transaction that
+        # upgrades later can fail with "database is locked" instead of waiting.
+        write = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine

@@ -1,0 +1,1 @@
+"""Use cases of taskvault; depends on the domain and on ports only."""

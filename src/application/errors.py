@@ -1,0 +1,40 @@
+"""Errors raised by use cases and ports, mapped to HTTP at the edge."""
+
+from domain.errors import DomainError
+
+
+class ApplicationError(DomainError):
+    """Base of the errors raised outside the entity rules."""
+
+
+class Forbidden(ApplicationError):
+    """The caller named an owner other than itself."""
+
+
+class PreconditionFailed(ApplicationError):
+    """The caller's expected version of a task is not the current one."""
+
+
+class ConcurrentUpdate(ApplicationError):
+    """Another writer changed the task between our read and our write."""
+
+
+class InvalidToken(ApplicationError):
+    """A bearer token failed verification; ``reason`` is for logs and metrics."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StorageUnavailable(ApplicationError):
+    """The store did not answer in time; the request may be retried later."""
+
+
+class InvalidQuery(ApplicationError):
+    """A list parameter is unusable; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

@@ -1,0 +1,89 @@
+"""The ports the use cases need; adapters implement them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol
+
+from application.principal import Principal
+from application.queries import TaskQuery
+from domain.task import Task
+
+
+class TaskRepository(Protocol):
+    """Tasks of one store. Every method names the owner: there is no unscoped load."""
+
+    async def add(self, owner: str, task: Task) -> None: ...
+
+    async def get(self, owner: str, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
+        """The owner's task, or None; ``for_update`` locks it until the transaction ends."""
+        ...
+
+    async def list(self, owner: str, query: TaskQuery) -> list[Task]:
+        """Up to ``query.limit + 1`` tasks after ``query.after`` in sort order.
+
+        The extra row tells the caller that another page follows.
+        """
+        ...
+
+    async def update(self, owner: str, task: Task, *, expected_version: int) -> bool:
+        """Store ``task`` if the stored one still has ``expected_version``."""
+        ...
+
+    async def delete(self, owner: str, task_id: uuid.UUID, *, expected_version: int) -> bool:
+        """Delete the task if the stored one still has ``expected_version``."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction on behalf of one user; rolled back unless committed."""
+
+    @property
+    def tasks(self) -> TaskRepository: ...
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, user_id: str, *, write: bool) -> UnitOfWork:
+        """A unit of work for ``user_id``; ``write`` says whether it will write."""
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class IdGenerator(Protocol):
+    def new_id(self) -> uuid.UUID: ...
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Principal:
+        """The principal a bearer token proves; raises ``InvalidToken``."""
+        ...
+
+
+class Storage(Protocol):
+    """A task store: units of work, a health probe, and shutdown."""
+
+    def unit_of_work(self, user_id: str, *, write: bool) -> UnitOfWork: ...
+
+    async def ping(self) -> None:
+        """Return when the store answers; raise ``StorageUnavailable`` otherwise."""
+        ...
+
+    async def close(self) -> None: ...

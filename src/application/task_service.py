@@ -1,0 +1,182 @@
+"""``TaskService``: every use case on tasks, with the ownership rules."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from application.commands import TaskPatch
+from application.errors import ConcurrentUpdate, Forbidden, PreconditionFailed
+from application.ports import Clock, IdGenerator, TaskRepository, UnitOfWorkFactory
+from application.principal import Principal
+from application.queries import Position, TaskPage, TaskQuery
+from domain.errors import TaskNotFound
+from domain.task import Task, TaskFields, parse_task_id
+
+ME = "me"
+"""Path alias for the caller's own user id."""
+
+Versions = frozenset[int] | None
+"""Versions an ``If-Match`` admits; None when the client sent no precondition."""
+
+
+class TaskService:
+    """Use cases on tasks. Callers pass the principal and the owner they named.
+
+    The owner check happens before any I/O; a task that is not the
+    principal's is reported exactly like a missing one.
+    """
+
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        ids: IdGenerator,
+        *,
+        write_attempts: int = 5,
+    ) -> None:
+        self._uow = uow_factory
+        self._clock = clock
+        self._ids = ids
+        self._attempts = write_attempts
+
+    @staticmethod
+    def authorize(principal: Principal, owner: str) -> str:
+        """The owner's user id if the principal may act on it; else ``Forbidden``."""
+        if owner == ME or owner == principal.user_id:
+            return principal.user_id
+        raise Forbidden(owner)
+
+    async def create(self, principal: Principal, owner: str, fields: TaskFields) -> Task:
+        user = self.authorize(principal, owner)
+        task = Task.new(
+            task_id=self._ids.new_id(), owner=user, fields=fields, now=self._clock.now()
+        )
+        async with self._uow(user, write=True) as uow:
+            await uow.tasks.add(user, task)
+            await uow.commit()
+        return task
+
+    async def get(self, principal: Principal, owner: str, task_id: str) -> Task:
+        user = self.authorize(principal, owner)
+        tid = _task_id(task_id)
+        async with self._uow(user, write=False) as uow:
+            task = await uow.tasks.get(user, tid)
+        if task is None:
+            raise TaskNotFound(task_id)
+        return task
+
+    async def list(self, principal: Principal, owner: str, query: TaskQuery) -> TaskPage:
+        user = self.authorize(principal, owner)
+        async with self._uow(user, write=False) as uow:
+            rows = await uow.tasks.list(user, query)
+        items = rows[: query.limit]
+        if len(rows) <= query.limit:
+            return TaskPage(items=items, next=None)
+        last = items[-1]
+        return TaskPage(items=items, next=Position(query.sort.value_of(last), last.id))
+
+    async def replace(
+        self,
+        principal: Principal,
+        owner: str,
+        task_id: str,
+        fields: TaskFields,
+        if_match: Versions = None,
+    ) -> Task:
+        return await self._modify(
+            principal, owner, task_id, if_match, lambda task, now: task.with_fields(fields, now)
+        )
+
+    async def patch(
+        self,
+        principal: Principal,
+        owner: str,
+        task_id: str,
+        patch: TaskPatch,
+        if_match: Versions = None,
+    ) -> Task:
+        return await self._modify(
+            principal,
+            owner,
+            task_id,
+            if_match,
+            lambda task, now: task.with_fields(patch.apply_to(task.fields()), now),
+        )
+
+    async def set_completed(
+        self,
+        principal: Principal,
+        owner: str,
+        task_id: str,
+        completed: bool | None,
+        if_match: Versions = None,
+    ) -> Task:
+        """Set ``completed``, or toggle it when ``completed`` is None."""
+
+        def change(task: Task, now: datetime) -> Task:
+            if completed is None:
+                return task.toggle(now)
+            return task.set_completed(completed, now)
+
+        return await self._modify(principal, owner, task_id, if_match, change)
+
+    async def delete(
+        self, principal: Principal, owner: str, task_id: str, if_match: Versions = None
+    ) -> None:
+        user = self.authorize(principal, owner)
+        tid = _task_id(task_id)
+        for _ in range(self._attempts):
+            async with self._uow(user, write=True) as uow:
+                current = await self._current(uow.tasks, user, tid, task_id, if_match)
+                if await uow.tasks.delete(user, tid, expected_version=current.version):
+                    await uow.commit()
+                    return
+            if if_match is not None:
+                raise PreconditionFailed(task_id)
+        raise ConcurrentUpdate(task_id)
+
+    async def _modify(
+        self,
+        principal: Principal,
+        owner: str,
+        task_id: str,
+        if_match: Versions,
+        change: Callable[[Task, datetime], Task],
+    ) -> Task:
+        user = self.authorize(principal, owner)
+        tid = _task_id(task_id)
+        # The row lock makes lost updates rare; the versioned write makes them
+        # impossible, on stores that cannot lock rows too.
+        for _ in range(self._attempts):
+            async with self._uow(user, write=True) as uow:
+                current = await self._current(uow.tasks, user, tid, task_id, if_match)
+                updated = change(current, self._clock.now())
+                if updated is current:
+                    return current
+                if await uow.tasks.update(user, updated, expected_version=current.version):
+                    await uow.commit()
+                    return updated
+            if if_match is not None:
+                raise PreconditionFailed(task_id)
+        raise ConcurrentUpdate(task_id)
+
+    @staticmethod
+    async def _current(
+        tasks: TaskRepository, user: str, tid: uuid.UUID, raw_id: str, if_match: Versions
+    ) -> Task:
+        """The task to change, locked; 404 before 412, so nothing is revealed."""
+        task = await tasks.get(user, tid, for_update=True)
+        if task is None:
+            raise TaskNotFound(raw_id)
+        if if_match is not None and task.version not in if_match:
+            raise PreconditionFailed(raw_id)
+        return task
+
+
+def _task_id(raw: str) -> uuid.UUID:
+    tid = parse_task_id(raw)
+    if tid is None:
+        raise TaskNotFound(raw)
+    return tid

@@ -1,0 +1,1 @@
+"""The taskvault domain: tasks and their invariants, standard library only."""

@@ -1,0 +1,1 @@
+"""The edges of taskvault (HTTP, command line) and its composition root."""

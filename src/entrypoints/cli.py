@@ -1,0 +1,112 @@
+"""``taskvault serve | migrate | token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from adapters.auth import HmacTokenVerifier
+from adapters.sqlalchemy.migrate import upgrade
+from entrypoints.logging import configure_logging, get_logger
+from entrypoints.secret import with_secret
+from entrypoints.settings import MEMORY_URL, Settings, describe_error
+
+log = get_logger("cli")
+
+
+class CommandError(Exception):
+    """Stops the command with a one-line message and exit status 1."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskvault", description="Multi-user task API.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", help="bind address (default TASKVAULT_HOST)")
+    serve.add_argument("--port", type=int, help="port (default TASKVAULT_PORT)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+
+    commands.add_parser("migrate", help="apply database migrations")
+
+    token = commands.add_parser("token", help="print an HS256 token for trying the API")
+    token.add_argument("sub", help="the user id (the token's sub)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+        if args.command == "serve":
+            return _serve(settings, args)
+        if args.command == "migrate":
+            _migrate(settings)
+            return 0
+        print(_token(settings, args.sub, args.ttl))
+        return 0
+    except ValidationError as error:
+        print(f"taskvault: {describe_error(error)}", file=sys.stderr)
+        return 2
+    except (CommandError, ValueError, OSError) as error:
+        print(f"taskvault: {error}", file=sys.stderr)
+        return 1
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.workers < 1:
+        raise CommandError("--workers must be at least 1")
+    configure_logging(settings.log_level)
+    # Made here, once, before any worker starts: workers only read it.
+    with_secret(settings)
+    if not args.no_migrate:
+        _migrate(settings)
+    uvicorn.run(
+        "entrypoints.asgi:app_from_environment",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+    return 0
+
+
+def _migrate(settings: Settings) -> None:
+    if settings.database_url == MEMORY_URL:
+        log.info("memory store: nothing to migrate")
+        return
+    try:
+        asyncio.run(upgrade(settings.database_url))
+    except Exception as error:
+        raise CommandError(f"migration failed: {type(error).__name__}") from None
+    log.info("migrations applied")
+
+
+def _token(settings: Settings, sub: str, ttl: int) -> str:
+    if ttl < 1:
+        raise CommandError("--ttl must be at least 1 second")
+    resolved = with_secret(settings)
+    assert resolved.jwt_secret is not None
+    verifier = HmacTokenVerifier(
+        resolved.jwt_secret.get_secret_value(),
+        issuer=resolved.jwt_issuer,
+        audience=resolved.jwt_audience,
+        leeway_s=resolved.jwt_leeway_s,
+    )
+    return verifier.issue(sub, ttl_s=ttl, now=int(time.time()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

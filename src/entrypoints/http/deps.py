@@ -1,0 +1,59 @@
+"""FastAPI dependencies: who is calling, and the objects from the container."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from application.principal import Principal
+from application.task_service import TaskService
+from entrypoints.http.cursor import CursorCodec
+from entrypoints.http.errors import MissingToken
+
+bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="A JWT from your identity provider; its `sub` is your user id.",
+)
+
+
+def task_service(request: Request) -> TaskService:
+    service: TaskService = request.app.state.task_service
+    return service
+
+
+def cursor_codec(request: Request) -> CursorCodec:
+    codec: CursorCodec = request.app.state.cursor_codec
+    return codec
+
+
+async def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None:
+        raise MissingToken()
+    verified: Principal = await request.app.state.token_verifier.verify(credentials.credentials)
+    request.state.user_id = verified.user_id
+    return verified
+
+
+async def owner(
+    user_id: Annotated[str, Path(description="The token's `sub`, or `me`.")],
+    caller: Annotated[Principal, Depends(principal)],
+    service: Annotated[TaskService, Depends(task_service)],
+) -> Principal:
+    """The caller, once the service has agreed the path names them.
+
+    Resolved before the body is validated, so a foreign path is a 403
+    whatever the body holds.
+    """
+    service.authorize(caller, user_id)
+    return caller
+
+
+Caller = Annotated[Principal, Depends(owner)]
+Service = Annotated[TaskService, Depends(task_service)]
+Cursors = Annotated[CursorCodec, Depends(cursor_codec)]

@@ -1,0 +1,32 @@
+"""Liveness and readiness probes; no token needed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from application.errors import StorageUnavailable
+from entrypoints.http.errors import RETRY_AFTER_S
+from entrypoints.http.jsonbody import JSONResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: 200 while the process runs")
+async def healthz() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: 200 when the database answers, else 503",
+    responses={503: {"description": "The database does not answer."}},
+)
+async def readyz(request: Request) -> Response:
+    try:
+        await request.app.state.storage.ping()
+    except StorageUnavailable:
+        return JSONResponse(
+            {"status": "unavailable"}, status_code=503, headers={"Retry-After": RETRY_AFTER_S}
+        )
+    return JSONResponse({"status": "ok"})

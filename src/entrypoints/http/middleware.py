@@ -1,0 +1,158 @@
+"""Pure ASGI middleware: request ids, response headers, access log, body limits."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from entrypoints.http.problems import problem_response
+from entrypoints.logging import get_logger
+
+MAX_BODY_BYTES = 64 * 1024
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+access_log = get_logger("access")
+error_log = get_logger("error")
+
+
+class RequestContextMiddleware:
+    """Outermost layer: every response gets its headers and one log line.
+
+    It also turns an unhandled exception into a bare 500 problem, logging
+    only the error's type: a traceback may hold SQL or values.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get("x-request-id")
+        request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        is_api = scope["path"].startswith("/api/")
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                headers["X-Content-Type-Options"] = "nosniff"
+                if is_api:
+                    headers["Cache-Control"] = "private, no-cache"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as error:
+            status = 500
+            error_log.error(
+                "unhandled error",
+                extra={"request_id": request_id, "error_type": type(error).__name__},
+            )
+            if not response_started:
+                response = problem_response(500, "Internal server error.", instance=scope["path"])
+                await response(scope, receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": getattr(route, "path", None),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "user_id": scope["state"].get("user_id"),
+                },
+            )
+
+
+class BodyGuardMiddleware:
+    """Refuses bodies over 64 KiB (413) and bodies that are not JSON (415).
+
+    The body is read here, at most 64 KiB of it, and replayed to the app, so
+    a chunked upload cannot slip past the size check.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body and not _is_json(headers.get("content-type")):
+            response = problem_response(
+                415,
+                "The request body must be JSON (Content-Type: application/json).",
+                instance=scope["path"],
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            413,
+            f"The request body is larger than {self.max_bytes} bytes.",
+            instance=scope["path"],
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

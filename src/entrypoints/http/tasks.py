@@ -1,0 +1,235 @@
+"""Task routes: each maps HTTP to one ``TaskService`` call and back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Body, Header, Query, Request
+from starlette.responses import Response
+
+from application.queries import Sort, SortField, Status, TaskFilter, TaskQuery
+from domain.task import Task
+from entrypoints.http.deps import Caller, Cursors, Service
+from entrypoints.http.jsonbody import JSONResponse
+from entrypoints.http.problems import problem_docs
+from entrypoints.http.representation import etag, if_match_versions, none_match, task_body
+from entrypoints.http.schemas import (
+    CompletionBody,
+    ListParams,
+    TaskOut,
+    TaskPatchBody,
+    TaskWrite,
+)
+
+router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"])
+
+_ETAG = {
+    "ETag": {"description": "Strong validator of this task state.", "schema": {"type": "string"}}
+}
+_COMMON = (401, 403, 422, 503)
+_ON_TASK = (*_COMMON, 404)
+_WRITE = (*_ON_TASK, 400, 412, 413, 415)
+
+IfMatch = Annotated[
+    str | None,
+    Header(description="Apply only if the task's ETag is one of these; else 412."),
+]
+
+
+def _task_response(
+    task: Task, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return JSONResponse(
+        task_body(task), status_code=status_code, headers={"ETag": etag(task), **(headers or {})}
+    )
+
+
+def _task_path(request: Request, task: Task) -> str:
+    root = request.scope.get("root_path", "")
+    return f"{root}/api/{quote(task.user_id, safe='')}/tasks/{task.id}"
+
+
+@router.get(
+    "",
+    operation_id="list_tasks",
+    summary="List your tasks",
+    response_model=list[TaskOut],
+    responses={
+        200: {
+            "headers": {
+                "Link": {
+                    "description": 'RFC 8288 `<...>; rel="next"` when another page follows.',
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        **problem_docs(*_COMMON),
+    },
+)
+async def list_tasks(
+    request: Request,
+    user_id: str,
+    caller: Caller,
+    service: Service,
+    cursors: Cursors,
+    params: Annotated[ListParams, Query()],
+) -> Response:
+    sort = Sort(field=SortField(params.sort.lstrip("-")), descending=params.sort.startswith("-"))
+    query = TaskQuery(
+        filter=TaskFilter(
+            status=Status(params.status),
+            priority=params.priority,
+            text=params.q or None,
+            due_before=params.due_before,
+            due_after=params.due_after,
+        ),
+        sort=sort,
+        limit=params.limit,
+        after=None
+        if params.cursor is None
+        else cursors.decode(params.cursor, caller.user_id, sort),
+    )
+    page = await service.list(caller, user_id, query)
+    headers: dict[str, str] = {}
+    if page.next is not None:
+        cursor = cursors.encode(caller.user_id, sort, page.next)
+        next_url = request.url.include_query_params(cursor=cursor)
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    return JSONResponse([task_body(task) for task in page.items], headers=headers)
+
+
+@router.post(
+    "",
+    operation_id="create_task",
+    summary="Create a task",
+    status_code=201,
+    response_model=TaskOut,
+    responses={
+        201: {
+            "headers": {
+                **_ETAG,
+                "Location": {"description": "URL of the new task.", "schema": {"type": "string"}},
+            }
+        },
+        **problem_docs(*_COMMON, 400, 413, 415),
+    },
+)
+async def create_task(
+    request: Request, user_id: str, caller: Caller, service: Service, body: TaskWrite
+) -> Response:
+    task = await service.create(caller, user_id, body.to_fields())
+    return _task_response(task, 201, {"Location": _task_path(request, task)})
+
+
+@router.get(
+    "/{task_id}",
+    operation_id="get_task",
+    summary="Get a task",
+    response_model=TaskOut,
+    responses={
+        200: {"headers": _ETAG},
+        304: {"description": "If-None-Match matched the current ETag.", "headers": _ETAG},
+        **problem_docs(*_ON_TASK),
+    },
+)
+async def get_task(
+    user_id: str,
+    task_id: str,
+    caller: Caller,
+    service: Service,
+    if_none_match: Annotated[
+        str | None, Header(description="ETags you hold; a match gives 304.")
+    ] = None,
+) -> Response:
+    task = await service.get(caller, user_id, task_id)
+    tag = etag(task)
+    if none_match(if_none_match, tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    return _task_response(task)
+
+
+@router.put(
+    "/{task_id}",
+    operation_id="replace_task",
+    summary="Replace a task's writable fields",
+    response_model=TaskOut,
+    responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
+)
+async def replace_task(
+    user_id: str,
+    task_id: str,
+    caller: Caller,
+    service: Service,
+    body: TaskWrite,
+    if_match: IfMatch = None,
+) -> Response:
+    task = await service.replace(
+        caller, user_id, task_id, body.to_fields(), if_match_versions(if_match, task_id)
+    )
+    return _task_response(task)
+
+
+@router.patch(
+    "/{task_id}",
+    operation_id="update_task",
+    summary="Update some fields of a task",
+    response_model=TaskOut,
+    responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
+)
+async def update_task(
+    user_id: str,
+    task_id: str,
+    caller: Caller,
+    service: Service,
+    body: TaskPatchBody,
+    if_match: IfMatch = None,
+) -> Response:
+    task = await service.patch(
+        caller, user_id, task_id, body.to_patch(), if_match_versions(if_match, task_id)
+    )
+    return _task_response(task)
+
+
+@router.delete(
+    "/{task_id}",
+    operation_id="delete_task",
+    summary="Delete a task",
+    status_code=204,
+    response_class=Response,
+    responses=problem_docs(*_ON_TASK, 412),
+)
+async def delete_task(
+    user_id: str,
+    task_id: str,
+    caller: Caller,
+    service: Service,
+    if_match: IfMatch = None,
+) -> Response:
+    await service.delete(caller, user_id, task_id, if_match_versions(if_match, task_id))
+    return Response(status_code=204)
+
+
+@router.patch(
+    "/{task_id}/complete",
+    operation_id="complete_task",
+    summary="Toggle completion, or set it with a body",
+    response_model=TaskOut,
+    responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
+)
+async def complete_task(
+    user_id: str,
+    task_id: str,
+    caller: Caller,
+    service: Service,
+    body: Annotated[
+        CompletionBody | None,
+        Body(description="Omit the body to toggle; send `completed` to set it."),
+    ] = None,
+    if_match: IfMatch = None,
+) -> Response:
+    completed = None if body is None else body.completed
+    task = await service.set_completed(
+        caller, user_id, task_id, completed, if_match_versions(if_match, task_id)
+    )
+    return _task_response(task)
