@@ -1,0 +1,113 @@
+"""Databases for the tests: SQLite in a temporary folder, PostgreSQL when reachable.
+
+PostgreSQL comes from ``TEST_DATABASE_URL``; else from testcontainers when a
+Docker engine answers; else the PostgreSQL tests skip and say how to run them.
+Each test run gets a database of its own, and each test starts with empty tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from adapters.sqlalchemy.migrate import upgrade
+
+HOW_TO_RUN_POSTGRES = (
+    "PostgreSQL tests need TEST_DATABASE_URL (e.g. "
+    "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres) or a running Docker engine"
+)
+
+
+def _asyncpg_url(url: str) -> str:
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A URL of a PostgreSQL server where the tests may create databases."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield _asyncpg_url(configured)
+        return
+    if not _docker_answers():
+        pytest.skip(HOW_TO_RUN_POSTGRES)
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:16-alpine", driver="asyncpg") as container:
+        yield container.get_connection_url()
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A migrated database of this test run's own, dropped at the end."""
+    name = f"taskvault_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(postgres_server_url, f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        asyncio.run(upgrade(url))
+        yield url
+    finally:
+        asyncio.run(_admin(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def postgres_url(postgres_database_url: str) -> AsyncIterator[str]:
+    """The run's PostgreSQL database with empty tables."""
+    engine = create_async_engine(postgres_database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE tasks"))
+    finally:
+        await engine.dispose()
+    yield postgres_database_url
+
+
+@pytest.fixture
+async def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite database in a fresh folder."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'taskvault.db'}"
+    await upgrade(url)
+    return url
+
+
+STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=STORES)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The same test on every store: memory, SQLite and PostgreSQL."""
+    if request.param == "memory":
+        return "memory://"
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
