@@ -81,7 +81,7 @@ def postgres_database_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-async def postgres_url(postgres_database_url: str) -> AsyncIterator[str]:
+async def postgres_url(postgres_database_url: str) -> str:
     """The run's PostgreSQL database with empty tables."""
     engine = create_async_engine(postgres_database_url)
     try:
@@ -89,7 +89,7 @@ async def postgres_url(postgres_database_url: str) -> AsyncIterator[str]:
             await conn.execute(text("TRUNCATE tasks"))
     finally:
         await engine.dispose()
-    yield postgres_database_url
+    return postgres_database_url
 
 
 @pytest.fixture

@@ -1,0 +1,137 @@
+"""The ``taskvault`` command as a user runs it: real processes, real ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from jose import jwt
+
+from entrypoints.secret import load_or_create_secret
+from tests.support import SECRET
+
+TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
+
+
+def _env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKVAULT_")}
+    env.update(overrides)
+    return env
+
+
+def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TASKVAULT, *args], cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=60
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_token_is_signed_with_the_configured_secret(tmp_path: Path) -> None:
+    result = _run(["token", "alice", "--ttl", "120"], tmp_path, TASKVAULT_JWT_SECRET=SECRET)
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "alice"
+    assert 110 <= claims["exp"] - time.time() <= 121
+
+
+def test_fresh_checkout_creates_one_private_secret_and_reuses_it(tmp_path: Path) -> None:
+    first = _run(["token", "alice"], tmp_path)
+    second = _run(["token", "bob"], tmp_path)
+    assert first.returncode == second.returncode == 0
+    secret_file = tmp_path / "var" / "jwt-secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    secret = secret_file.read_text().strip()
+    assert len(secret) >= 32
+    for output, sub in ((first, "alice"), (second, "bob")):
+        assert jwt.decode(output.stdout.strip(), secret, algorithms=["HS256"])["sub"] == sub
+
+
+def test_secret_is_created_once_when_processes_race(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "jwt-secret"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        secrets = set(pool.map(lambda _: load_or_create_secret(path), range(32)))
+    assert len(secrets) == 1
+    assert [p.name for p in path.parent.iterdir()] == ["jwt-secret"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TASKVAULT_PORT", "eighty"),
+        ("TASKVAULT_DATABASE_URL", "mysql://localhost/db"),
+        ("TASKVAULT_JWT_SECRET", "too-short"),
+        ("TASKVAULT_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_bad_setting_stops_with_one_line_naming_it(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    result = _run(["serve"], tmp_path, **{variable: value})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr
+    assert value not in lines[0] or variable == "TASKVAULT_DATABASE_URL"
+
+
+def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    result = _run(["migrate"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "var" / "taskvault.db").exists()
+    again = _run(["migrate"], tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [TASKVAULT, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("taskvault serve did not answer /healthz within 30 s")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_serve_accepts_a_token_from_the_token_command(server: str, tmp_path: Path) -> None:
+    token = _run(["token", "alice"], tmp_path).stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    created = httpx.post(f"{server}/api/alice/tasks", json={"title": "Try it"}, headers=headers)
+    assert created.status_code == 201
+    listed = httpx.get(f"{server}/api/me/tasks", headers=headers)
+    assert [task["title"] for task in listed.json()] == ["Try it"]
+    assert httpx.get(f"{server}/readyz").status_code == 200
+    assert stat.S_IMODE((tmp_path / "var" / "jwt-secret").stat().st_mode) == 0o600
