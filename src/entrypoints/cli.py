@@ -97,6 +97,11 @@ def _migrate(settings: Settings) -> None:
 def _token(settings: Settings, sub: str, ttl: int) -> str:
     if ttl < 1:
         raise CommandError("--ttl must be at least 1 second")
+    if settings.jwks_url is not None:
+        raise CommandError(
+            "TASKVAULT_JWKS_URL is set, so the server accepts only your identity "
+            "provider's tokens; get one from the provider"
+        )
     resolved = with_secret(settings)
     assert resolved.jwt_secret is not None
     verifier = HmacTokenVerifier(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 
-from adapters.auth import HmacTokenVerifier
+from adapters.auth import HmacTokenVerifier, JwksTokenVerifier
 from adapters.memory import MemoryStorage
 from adapters.sqlalchemy import SqlStorage
 from adapters.sqlalchemy.engine import create_engine
@@ -26,6 +26,16 @@ def open_storage(settings: Settings) -> Storage:
 
 
 def token_verifier(settings: Settings) -> TokenVerifier:
+    """JWKS keys when a JWKS URL is set (HS256 is then refused), else the secret."""
+    if settings.jwks_url is not None:
+        return JwksTokenVerifier(
+            str(settings.jwks_url),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway_s=settings.jwt_leeway_s,
+            min_refresh_s=settings.jwks_min_refresh_s,
+            timeout_s=settings.jwks_timeout_s,
+        )
     if settings.jwt_secret is None:
         raise ValueError("TASKVAULT_JWT_SECRET is not set and no secret file was loaded")
     return HmacTokenVerifier(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TASKVAULT_"
@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_s: int = Field(default=30, ge=0, le=3600)
+    jwks_url: HttpUrl | None = None
+    jwks_min_refresh_s: float = Field(default=60.0, ge=0, le=86_400)
+    jwks_timeout_s: float = Field(default=5.0, gt=0, le=60)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
