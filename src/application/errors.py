@@ -38,3 +38,11 @@ class InvalidQuery(ApplicationError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class RequestInFlight(ApplicationError):
+    """A request with the same ``Idempotency-Key`` is still being processed."""
+
+
+class IdempotencyKeyReused(ApplicationError):
+    """The ``Idempotency-Key`` was first used with a different request body."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
@@ -37,11 +38,40 @@ class TaskRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotentOutcome:
+    """What the first request with an ``Idempotency-Key`` asked for and got."""
+
+    fingerprint: str
+    task: Task
+    created_at: datetime
+
+
+class IdempotencyStore(Protocol):
+    """Remembers creates by ``(owner, key)``, in the same transaction as the task."""
+
+    async def claim(self, owner: str, key: str) -> bool:
+        """Hold the key until this transaction ends; False if another holds it now."""
+        ...
+
+    async def find(self, owner: str, key: str) -> IdempotentOutcome | None: ...
+
+    async def save(
+        self, owner: str, key: str, outcome: IdempotentOutcome, *, expire_before: datetime
+    ) -> None:
+        """Store ``outcome`` (replacing an expired one) and drop the owner's
+        outcomes older than ``expire_before``."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction on behalf of one user; rolled back unless committed."""
 
     @property
     def tasks(self) -> TaskRepository: ...
+
+    @property
+    def idempotency(self) -> IdempotencyStore: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 
@@ -87,3 +117,7 @@ class Storage(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def warnings(self) -> list[str]:
+        """Configuration problems worth a log line at start (e.g. RLS bypassed)."""
+        ...

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from application.commands import TaskPatch
-from application.errors import ConcurrentUpdate, Forbidden, PreconditionFailed
-from application.ports import Clock, IdGenerator, TaskRepository, UnitOfWorkFactory
+from application.errors import (
+    ConcurrentUpdate,
+    Forbidden,
+    IdempotencyKeyReused,
+    PreconditionFailed,
+    RequestInFlight,
+)
+from application.ports import (
+    Clock,
+    IdempotentOutcome,
+    IdGenerator,
+    TaskRepository,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from application.principal import Principal
 from application.queries import Position, TaskPage, TaskQuery
 from domain.errors import TaskNotFound
 from domain.task import Task, TaskFields, parse_task_id
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+"""How long an ``Idempotency-Key`` is remembered, at least."""
 
 ME = "me"
 """Path alias for the caller's own user id."""
@@ -48,15 +65,47 @@ class TaskService:
             return principal.user_id
         raise Forbidden(owner)
 
-    async def create(self, principal: Principal, owner: str, fields: TaskFields) -> Task:
+    async def create(
+        self,
+        principal: Principal,
+        owner: str,
+        fields: TaskFields,
+        idempotency_key: str | None = None,
+    ) -> Task:
+        """Create a task; with ``idempotency_key``, a repeat returns the first result.
+
+        The key is stored in the same transaction as the task, so there is
+        never one without the other.
+        """
         user = self.authorize(principal, owner)
-        task = Task.new(
-            task_id=self._ids.new_id(), owner=user, fields=fields, now=self._clock.now()
-        )
+        now = self._clock.now()
+        task = Task.new(task_id=self._ids.new_id(), owner=user, fields=fields, now=now)
         async with self._uow(user, write=True) as uow:
+            if idempotency_key is not None:
+                previous = await self._previous_outcome(uow, user, idempotency_key, fields, now)
+                if previous is not None:
+                    return previous
             await uow.tasks.add(user, task)
+            if idempotency_key is not None:
+                outcome = IdempotentOutcome(fingerprint(fields), task, now)
+                await uow.idempotency.save(
+                    user, idempotency_key, outcome, expire_before=now - IDEMPOTENCY_TTL
+                )
             await uow.commit()
         return task
+
+    @staticmethod
+    async def _previous_outcome(
+        uow: UnitOfWork, user: str, key: str, fields: TaskFields, now: datetime
+    ) -> Task | None:
+        if not await uow.idempotency.claim(user, key):
+            raise RequestInFlight(key)
+        previous = await uow.idempotency.find(user, key)
+        if previous is None or previous.created_at < now - IDEMPOTENCY_TTL:
+            return None
+        if previous.fingerprint != fingerprint(fields):
+            raise IdempotencyKeyReused(key)
+        return previous.task
 
     async def get(self, principal: Principal, owner: str, task_id: str) -> Task:
         user = self.authorize(principal, owner)
@@ -173,6 +222,15 @@ class TaskService:
         if if_match is not None and task.version not in if_match:
             raise PreconditionFailed(raw_id)
         return task
+
+
+def fingerprint(fields: TaskFields) -> str:
+    """Identifies what a create asked for, to tell a retry from a different request."""
+    due = None if fields.due_at is None else fields.due_at.isoformat()
+    canonical = repr(
+        (fields.title, fields.description, fields.completed, fields.priority.value, due)
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _task_id(raw: str) -> uuid.UUID:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 from types import TracebackType
 
+from application.ports import IdempotentOutcome
 from application.queries import Position, Sort, SortValue, Status, TaskFilter, TaskQuery
 from domain.task import Task
 
 _Rows = dict[str, dict[uuid.UUID, Task]]
+_Outcomes = dict[tuple[str, str], IdempotentOutcome]
 
 
 class MemoryTaskRepository:
@@ -69,14 +72,66 @@ class MemoryTaskRepository:
         self._pending.clear()
 
 
+class MemoryIdempotencyStore:
+    def __init__(self, outcomes: _Outcomes, claimed: set[tuple[str, str]]) -> None:
+        self._outcomes = outcomes
+        self._claimed = claimed
+        self._held: set[tuple[str, str]] = set()
+        self._pending: dict[tuple[str, str], IdempotentOutcome] = {}
+        self._expire: dict[str, datetime] = {}
+
+    async def claim(self, owner: str, key: str) -> bool:
+        name = (owner, key)
+        if name in self._held:
+            return True
+        if name in self._claimed:
+            return False
+        self._claimed.add(name)
+        self._held.add(name)
+        return True
+
+    async def find(self, owner: str, key: str) -> IdempotentOutcome | None:
+        return self._pending.get((owner, key)) or self._outcomes.get((owner, key))
+
+    async def save(
+        self, owner: str, key: str, outcome: IdempotentOutcome, *, expire_before: datetime
+    ) -> None:
+        self._pending[(owner, key)] = outcome
+        self._expire[owner] = expire_before
+
+    def apply(self) -> None:
+        for owner, cutoff in self._expire.items():
+            for name in [
+                n for n, o in self._outcomes.items() if n[0] == owner and o.created_at < cutoff
+            ]:
+                del self._outcomes[name]
+        self._outcomes.update(self._pending)
+        self._pending.clear()
+        self._expire.clear()
+
+    def release(self) -> None:
+        self._claimed.difference_update(self._held)
+        self._held.clear()
+
+
 class MemoryUnitOfWork:
     """Writers take the store's lock for the whole transaction, like SQLite."""
 
-    def __init__(self, rows: _Rows, lock: asyncio.Lock, write: bool) -> None:
+    def __init__(
+        self,
+        rows: _Rows,
+        outcomes: _Outcomes,
+        claimed: set[tuple[str, str]],
+        lock: asyncio.Lock,
+        write: bool,
+    ) -> None:
         self._rows = rows
+        self._outcomes = outcomes
+        self._claimed = claimed
         self._lock = lock
         self._write = write
         self.tasks = MemoryTaskRepository(rows)
+        self.idempotency = MemoryIdempotencyStore(outcomes, claimed)
 
     async def __aenter__(self) -> MemoryUnitOfWork:
         if self._write:
@@ -90,11 +145,14 @@ class MemoryUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         self.tasks = MemoryTaskRepository(self._rows)
+        self.idempotency.release()
+        self.idempotency = MemoryIdempotencyStore(self._outcomes, self._claimed)
         if self._write:
             self._lock.release()
 
     async def commit(self) -> None:
         self.tasks.apply()
+        self.idempotency.apply()
 
 
 class MemoryStorage:
@@ -102,16 +160,21 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self._rows: _Rows = {}
+        self._outcomes: _Outcomes = {}
+        self._claimed: set[tuple[str, str]] = set()
         self._lock = asyncio.Lock()
 
     def unit_of_work(self, user_id: str, *, write: bool) -> MemoryUnitOfWork:
-        return MemoryUnitOfWork(self._rows, self._lock, write)
+        return MemoryUnitOfWork(self._rows, self._outcomes, self._claimed, self._lock, write)
 
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
         return None
+
+    async def warnings(self) -> list[str]:
+        return []
 
 
 def _matches(task: Task, flt: TaskFilter) -> bool:

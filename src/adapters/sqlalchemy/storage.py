@@ -9,10 +9,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sqlalchemy.engine import WRITE_OPTION
+from adapters.sqlalchemy.idempotency import SqlIdempotencyStore
 from adapters.sqlalchemy.repository import SqlTaskRepository
+from adapters.sqlalchemy.row_security import USER_SETTING
 from application.errors import StorageUnavailable
 
-_SET_USER = text("SELECT set_config('taskvault.user_id', :user_id, true)")
+_ROLE_BYPASSES_RLS = text(
+    "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+)
+_SET_USER = text(f"SELECT set_config('{USER_SETTING}', :user_id, true)")
 
 _UNAVAILABLE = (
     sa_exc.OperationalError,
@@ -37,6 +42,7 @@ class SqlUnitOfWork:
     """
 
     tasks: SqlTaskRepository
+    idempotency: SqlIdempotencyStore
 
     def __init__(self, engine: AsyncEngine, user_id: str, *, write: bool) -> None:
         self._engine = engine
@@ -64,6 +70,7 @@ class SqlUnitOfWork:
                 raise StorageUnavailable(type(error).__name__) from error
             raise
         self.tasks = SqlTaskRepository(conn)
+        self.idempotency = SqlIdempotencyStore(conn)
         return self
 
     async def __aexit__(
@@ -76,9 +83,14 @@ class SqlUnitOfWork:
         if exc is not None and _is_unavailable(exc):
             raise StorageUnavailable(type(exc).__name__) from exc
 
-    async def commit(self) -> None:
+    @property
+    def connection(self) -> AsyncConnection:
+        """The transaction's connection, for tests that prove what RLS enforces."""
         assert self._conn is not None
-        await self._conn.commit()
+        return self._conn
+
+    async def commit(self) -> None:
+        await self.connection.commit()
 
     async def _release(self) -> None:
         conn, self._conn = self._conn, None
@@ -108,3 +120,18 @@ class SqlStorage:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    async def warnings(self) -> list[str]:
+        if self.engine.dialect.name != "postgresql":
+            return []
+        try:
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(_ROLE_BYPASSES_RLS)).first()
+        except Exception as error:
+            return [f"could not check the database role: {type(error).__name__}"]
+        if row is not None and (row.rolsuper or row.rolbypassrls):
+            return [
+                f"database role {row.rolname!r} is a superuser or has BYPASSRLS: "
+                "row-level security does not apply to it; connect as an ordinary role"
+            ]
+        return []

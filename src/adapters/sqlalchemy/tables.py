@@ -67,3 +67,14 @@ tasks = Table(
     CheckConstraint("priority IN (1, 2, 3)", name="tasks_priority_rank"),
     CheckConstraint("version >= 1", name="tasks_version_positive"),
 )
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_id", String(255), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("task", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("user_id", "key", name="idempotency_keys_pkey"),
+)

@@ -16,8 +16,11 @@ from entrypoints.http.cursor import CursorCodec
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from entrypoints.http.problems import PROBLEM_MEDIA_TYPE
+from entrypoints.logging import get_logger
 from entrypoints.secret import with_secret
 from entrypoints.settings import Settings
+
+log = get_logger("app")
 
 API_DESCRIPTION = """\
 Every user keeps their own tasks. Send `Authorization: Bearer <JWT>`; the
@@ -33,8 +36,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for warning in await app.state.storage.warnings():
+            log.warning(warning)
         yield
-        await container.storage().close()
+        await app.state.storage.close()
 
     app = FastAPI(
         title="taskvault",

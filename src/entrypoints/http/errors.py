@@ -14,9 +14,11 @@ from starlette.routing import Match
 from application.errors import (
     ConcurrentUpdate,
     Forbidden,
+    IdempotencyKeyReused,
     InvalidQuery,
     InvalidToken,
     PreconditionFailed,
+    RequestInFlight,
     StorageUnavailable,
 )
 from domain.errors import InvalidTask, TaskNotFound
@@ -73,6 +75,28 @@ def _concurrent_update(request: Request, _: Exception) -> Response:
         "The task changed repeatedly while this update was applied; retry.",
         instance=_path(request),
         headers={"Retry-After": "1"},
+    )
+
+
+def _in_flight(request: Request, _: Exception) -> Response:
+    return problem_response(
+        409,
+        "A request with this Idempotency-Key is still in flight; retry shortly.",
+        instance=_path(request),
+        headers={"Retry-After": "1"},
+    )
+
+
+def _key_reused(request: Request, _: Exception) -> Response:
+    return _unprocessable(
+        request,
+        [
+            {
+                "loc": ["header", "Idempotency-Key"],
+                "msg": "was already used with a different request body",
+                "type": "idempotency_key_reused",
+            }
+        ],
     )
 
 
@@ -156,6 +180,8 @@ HANDLERS: dict[type[Exception], Handler] = {
     InvalidQuery: _invalid_query,
     PreconditionFailed: _precondition_failed,
     ConcurrentUpdate: _concurrent_update,
+    RequestInFlight: _in_flight,
+    IdempotencyKeyReused: _key_reused,
     MissingToken: _missing_token,
     InvalidToken: _invalid_token,
     StorageUnavailable: _unavailable,

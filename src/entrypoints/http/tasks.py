@@ -112,13 +112,27 @@ async def list_tasks(
                 "Location": {"description": "URL of the new task.", "schema": {"type": "string"}},
             }
         },
-        **problem_docs(*_COMMON, 400, 413, 415),
+        **problem_docs(*_COMMON, 400, 409, 413, 415),
     },
 )
 async def create_task(
-    request: Request, user_id: str, caller: Caller, service: Service, body: TaskWrite
+    request: Request,
+    user_id: str,
+    caller: Caller,
+    service: Service,
+    body: TaskWrite,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x20-\x7e]+$",
+            description="Retry-safe creation: a repeat with the same key and body returns "
+            "the first response; kept at least 24 hours.",
+        ),
+    ] = None,
 ) -> Response:
-    task = await service.create(caller, user_id, body.to_fields())
+    task = await service.create(caller, user_id, body.to_fields(), idempotency_key)
     return _task_response(task, 201, {"Location": _task_path(request, task)})
 
 
