@@ -86,7 +86,7 @@ async def postgres_url(postgres_database_url: str) -> str:
     engine = create_async_engine(postgres_database_url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE tasks"))
+            await conn.execute(text("TRUNCATE tasks, idempotency_keys"))
     finally:
         await engine.dispose()
     return postgres_database_url

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from application.errors import InvalidQuery
-from domain.task import Priority, Task
+from domain.task import Priority, Task, contains_control_characters
 
 SEARCH_MAX_LENGTH = 200
 
@@ -73,12 +73,8 @@ class TaskFilter:
             return
         if len(self.text) > SEARCH_MAX_LENGTH:
             raise InvalidQuery("q", f"must be at most {SEARCH_MAX_LENGTH} characters")
-        if not self.text.isprintable():
+        if contains_control_characters(self.text):
             raise InvalidQuery("q", "must not contain control characters")
-        try:
-            self.text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidQuery("q", "must be valid Unicode text") from None
 
 
 @dataclass(frozen=True, slots=True)

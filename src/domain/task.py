@@ -51,15 +51,24 @@ def _encodable(value: str) -> bool:
     return True
 
 
+def contains_control_characters(value: str) -> bool:
+    """True for C0/C1 control characters, or lone surrogates no store can keep."""
+    return bool(_CONTROL.search(value)) or not _encodable(value)
+
+
 def normalize_title(value: str) -> str:
-    """Return the stored form of a title or raise ``InvalidTask``."""
+    """Return the stored form of a title or raise ``InvalidTask``.
+
+    Surrounding spaces, tabs and line breaks are trimmed; any other control
+    character is refused wherever it stands (``str.strip`` would drop some).
+    """
     title = value.strip()
+    if _CONTROL_EXCEPT_WHITESPACE.search(value) or contains_control_characters(title):
+        raise InvalidTask("title", "must not contain control characters")
     if not title:
         raise InvalidTask("title", "must not be empty")
     if len(title) > TITLE_MAX_LENGTH:
         raise InvalidTask("title", f"must be at most {TITLE_MAX_LENGTH} characters")
-    if _CONTROL.search(title) or not _encodable(title):
-        raise InvalidTask("title", "must not contain control characters")
     return title
 
 
@@ -80,14 +89,17 @@ def check_due_at(value: datetime | None) -> datetime | None:
         return None
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidTask("due_at", "must include a timezone offset")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidTask("due_at", "is outside the years 1 to 9999 in UTC") from None
 
 
 def check_owner(value: str) -> str:
     """Return a valid owner id (a token's ``sub``) or raise ``InvalidTask``."""
     if not value or len(value) > OWNER_MAX_LENGTH:
         raise InvalidTask("user_id", f"must be 1 to {OWNER_MAX_LENGTH} characters")
-    if _CONTROL.search(value) or not _encodable(value):
+    if contains_control_characters(value):
         raise InvalidTask("user_id", "must not contain control characters")
     return value
 

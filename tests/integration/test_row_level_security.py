@@ -1,0 +1,204 @@
+"""Row-level security, proven as an ordinary (non-superuser) role.
+
+RLS does not apply to superusers, so these tests create a login role without
+SUPERUSER or BYPASSRLS and run the app's own unit of work as that role.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from adapters.sqlalchemy import SqlStorage
+from adapters.sqlalchemy.engine import create_engine
+from adapters.system import SystemClock
+from domain.task import Task, TaskFields
+from entrypoints.http import create_app
+from entrypoints.settings import Settings
+from tests.support import SECRET, auth
+
+pytestmark = pytest.mark.postgres
+
+
+async def _as_admin(url: str, *statements: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def app_role_url(postgres_url: str) -> AsyncIterator[str]:
+    """A URL for a fresh ordinary role with only the grants the app needs."""
+    role = f"taskvault_app_{uuid.uuid4().hex[:8]}"
+    await _as_admin(
+        postgres_url,
+        f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON tasks, idempotency_keys TO {role}",
+    )
+    try:
+        yield make_url(postgres_url).set(username=role, password=None).render_as_string()
+    finally:
+        await _as_admin(
+            postgres_url, f"REVOKE ALL ON tasks, idempotency_keys FROM {role}", f"DROP ROLE {role}"
+        )
+
+
+@pytest.fixture
+async def storage(app_role_url: str) -> AsyncIterator[SqlStorage]:
+    store = SqlStorage(create_engine(app_role_url))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def _seed(storage: SqlStorage, owner: str, count: int) -> list[Task]:
+    clock = SystemClock()
+    tasks = [
+        Task.new(
+            task_id=uuid.uuid4(), owner=owner, fields=TaskFields(f"{owner} {i}"), now=clock.now()
+        )
+        for i in range(count)
+    ]
+    async with storage.unit_of_work(owner, write=True) as uow:
+        for task in tasks:
+            await uow.tasks.add(owner, task)
+        await uow.commit()
+    return tasks
+
+
+async def _titles_as_admin(url: str) -> dict[str, list[str]]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(text("SELECT user_id, title FROM tasks ORDER BY title"))
+            ).all()
+    finally:
+        await engine.dispose()
+    found: dict[str, list[str]] = {}
+    for user_id, title in rows:
+        found.setdefault(user_id, []).append(title)
+    return found
+
+
+async def test_unscoped_select_sees_only_the_current_users_rows(storage: SqlStorage) -> None:
+    await _seed(storage, "alice", 3)
+    await _seed(storage, "bob", 2)
+    async with storage.unit_of_work("alice", write=False) as uow:
+        rows = (await uow.connection.execute(text("SELECT user_id FROM tasks"))).scalars().all()
+    assert rows == ["alice"] * 3
+
+
+async def test_unscoped_update_touches_only_the_current_users_rows(
+    storage: SqlStorage, postgres_url: str
+) -> None:
+    await _seed(storage, "alice", 2)
+    await _seed(storage, "bob", 2)
+    async with storage.unit_of_work("alice", write=True) as uow:
+        result = await uow.connection.execute(text("UPDATE tasks SET title = 'owned'"))
+        await uow.commit()
+    assert result.rowcount == 2
+    titles = await _titles_as_admin(postgres_url)
+    assert titles["alice"] == ["owned", "owned"]
+    assert titles["bob"] == ["bob 0", "bob 1"]
+
+
+async def test_unscoped_delete_touches_only_the_current_users_rows(
+    storage: SqlStorage, postgres_url: str
+) -> None:
+    await _seed(storage, "alice", 2)
+    await _seed(storage, "bob", 2)
+    async with storage.unit_of_work("bob", write=True) as uow:
+        await uow.connection.execute(text("DELETE FROM tasks"))
+        await uow.commit()
+    assert set(await _titles_as_admin(postgres_url)) == {"alice"}
+
+
+async def test_writing_a_row_for_another_user_is_refused(storage: SqlStorage) -> None:
+    with pytest.raises(DBAPIError, match="row-level security"):
+        async with storage.unit_of_work("alice", write=True) as uow:
+            await uow.connection.execute(
+                text(
+                    "INSERT INTO tasks (user_id, id, title, completed, priority, created_at, "
+                    "updated_at, version) VALUES ('bob', gen_random_uuid(), 'planted', false, 2, "
+                    "now(), now(), 1)"
+                )
+            )
+
+
+async def test_a_connection_without_a_user_sees_nothing(
+    storage: SqlStorage, app_role_url: str
+) -> None:
+    await _seed(storage, "alice", 2)
+    engine = create_async_engine(app_role_url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM tasks"))).scalar_one() == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_idempotency_keys_are_confined_too(storage: SqlStorage) -> None:
+    tasks = await _seed(storage, "bob", 1)
+    async with storage.unit_of_work("bob", write=True) as uow:
+        await uow.connection.execute(
+            text(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, task, created_at) "
+                "VALUES ('bob', 'k', 'f', :task, now())"
+            ),
+            {"task": str(tasks[0].id)},
+        )
+        await uow.commit()
+    async with storage.unit_of_work("alice", write=False) as uow:
+        count = (
+            await uow.connection.execute(text("SELECT count(*) FROM idempotency_keys"))
+        ).scalar_one()
+    assert count == 0
+
+
+async def test_the_api_works_as_an_ordinary_role_and_does_not_warn(
+    app_role_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(database_url=app_role_url, jwt_secret=SecretStr(SECRET), _env_file=None)  # type: ignore[call-arg]
+    app = create_app(settings)
+    with caplog.at_level(logging.WARNING, logger="taskvault"):
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t"
+            ) as client,
+        ):
+            for user in ("alice", "bob"):
+                created = await client.post(
+                    "/api/me/tasks", json={"title": user}, headers=auth(user)
+                )
+                assert created.status_code == 201
+            listed = await client.get("/api/me/tasks", headers=auth("alice"))
+            assert [task["title"] for task in listed.json()] == ["alice"]
+    assert not [r for r in caplog.records if "row-level security" in r.getMessage()]
+
+
+async def test_a_superuser_role_is_warned_about_at_start(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(database_url=postgres_url, jwt_secret=SecretStr(SECRET), _env_file=None)  # type: ignore[call-arg]
+    app = create_app(settings)
+    with caplog.at_level(logging.WARNING, logger="taskvault"):
+        async with app.router.lifespan_context(app):
+            pass
+    warnings = [r for r in caplog.records if "row-level security does not apply" in r.getMessage()]
+    assert len(warnings) == 1
