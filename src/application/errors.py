@@ -46,3 +46,11 @@ class RequestInFlight(ApplicationError):
 
 class IdempotencyKeyReused(ApplicationError):
     """The ``Idempotency-Key`` was first used with a different request body."""
+
+
+class RateLimited(ApplicationError):
+    """The caller spent its request budget; ``retry_after_s`` until it refills."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s

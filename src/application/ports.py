@@ -121,3 +121,21 @@ class Storage(Protocol):
     async def warnings(self) -> list[str]:
         """Configuration problems worth a log line at start (e.g. RLS bypassed)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitStatus:
+    """The caller's budget after one request."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after_s: int
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str) -> RateLimitStatus:
+        """Count one request against ``key``'s budget."""
+        ...
+
+    async def close(self) -> None: ...

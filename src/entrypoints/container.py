@@ -6,10 +6,11 @@ from dependency_injector import containers, providers
 
 from adapters.auth import HmacTokenVerifier, JwksTokenVerifier
 from adapters.memory import MemoryStorage
+from adapters.ratelimit import LimitsRateLimiter
 from adapters.sqlalchemy import SqlStorage
 from adapters.sqlalchemy.engine import create_engine
 from adapters.system import SystemClock, UuidV7Generator
-from application.ports import Storage, TokenVerifier
+from application.ports import RateLimiter, Storage, TokenVerifier
 from application.task_service import TaskService
 from entrypoints.settings import MEMORY_URL, Settings
 
@@ -46,6 +47,12 @@ def token_verifier(settings: Settings) -> TokenVerifier:
     )
 
 
+def rate_limiter(settings: Settings) -> RateLimiter | None:
+    if settings.rate_limit == "off":
+        return None
+    return LimitsRateLimiter(settings.rate_limit, settings.redis_url)
+
+
 class Container(containers.DeclarativeContainer):
     """App-wide singletons. Request-scoped work is a unit of work the service opens."""
 
@@ -54,6 +61,7 @@ class Container(containers.DeclarativeContainer):
     ids = providers.Singleton(UuidV7Generator)
     storage = providers.Singleton(open_storage, settings)
     token_verifier = providers.Singleton(token_verifier, settings)
+    rate_limiter = providers.Singleton(rate_limiter, settings)
     task_service = providers.Singleton(
         TaskService,
         uow_factory=storage.provided.unit_of_work,

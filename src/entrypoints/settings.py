@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +37,8 @@ class Settings(BaseSettings):
     db_timeout_s: float = Field(default=5.0, gt=0, le=300)
     db_pool_size: int = Field(default=10, ge=1, le=1000)
     log_level: str = "INFO"
+    rate_limit: str = "1200/minute"
+    redis_url: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -61,6 +64,24 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if value.strip().lower() == "off":
+            return "off"
+        if not re.fullmatch(r"\s*\d+\s*/\s*(second|minute|hour|day)s?\s*", value):
+            raise ValueError("must look like 1200/minute (per second, minute, hour or day) or off")
+        if int(value.split("/")[0]) < 1:
+            raise ValueError("must allow at least one request")
+        return value.strip()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "async+redis")):
+            raise ValueError("must start with redis:// or rediss://")
         return value
 
     @field_validator("log_level")

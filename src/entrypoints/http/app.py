@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             log.warning(warning)
         yield
         await app.state.storage.close()
+        if app.state.rate_limiter is not None:
+            await app.state.rate_limiter.close()
 
     app = FastAPI(
         title="taskvault",
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.storage = container.storage()
     app.state.task_service = container.task_service()
     app.state.token_verifier = container.token_verifier()
+    app.state.rate_limiter = container.rate_limiter()
     assert resolved.jwt_secret is not None
     app.state.cursor_codec = CursorCodec(resolved.jwt_secret.get_secret_value().encode())
 

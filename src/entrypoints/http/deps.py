@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from application.errors import InvalidToken, RateLimited
+from application.ports import RateLimiter, TokenVerifier
 from application.principal import Principal
 from application.task_service import TaskService
 from entrypoints.http.cursor import CursorCodec
@@ -29,14 +31,42 @@ def cursor_codec(request: Request) -> CursorCodec:
     return codec
 
 
+async def _spend(request: Request, key: str) -> None:
+    """Count the request against ``key``; past the budget, a 429."""
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is None:
+        return
+    status = await limiter.hit(key)
+    request.state.rate_limit = status
+    if not status.allowed:
+        raise RateLimited(status.reset_after_s)
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 async def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
+    """The verified caller.
+
+    A verified request spends its user's budget only; one without a valid
+    token spends its client IP's, so a flood of bad tokens from an address
+    never locks a real user out.
+    """
     if credentials is None:
+        await _spend(request, f"ip:{_client_ip(request)}")
         raise MissingToken()
-    verified: Principal = await request.app.state.token_verifier.verify(credentials.credentials)
+    verifier: TokenVerifier = request.app.state.token_verifier
+    try:
+        verified = await verifier.verify(credentials.credentials)
+    except InvalidToken:
+        await _spend(request, f"ip:{_client_ip(request)}")
+        raise
     request.state.user_id = verified.user_id
+    await _spend(request, f"user:{verified.user_id}")
     return verified
 
 

@@ -18,6 +18,7 @@ from application.errors import (
     InvalidQuery,
     InvalidToken,
     PreconditionFailed,
+    RateLimited,
     RequestInFlight,
     StorageUnavailable,
 )
@@ -97,6 +98,16 @@ def _key_reused(request: Request, _: Exception) -> Response:
                 "type": "idempotency_key_reused",
             }
         ],
+    )
+
+
+def _rate_limited(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RateLimited)
+    return problem_response(
+        429,
+        "Too many requests; slow down.",
+        instance=_path(request),
+        headers={"Retry-After": str(max(1, error.retry_after_s))},
     )
 
 
@@ -181,6 +192,7 @@ HANDLERS: dict[type[Exception], Handler] = {
     PreconditionFailed: _precondition_failed,
     ConcurrentUpdate: _concurrent_update,
     RequestInFlight: _in_flight,
+    RateLimited: _rate_limited,
     IdempotencyKeyReused: _key_reused,
     MissingToken: _missing_token,
     InvalidToken: _invalid_token,

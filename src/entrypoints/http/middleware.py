@@ -53,6 +53,11 @@ class RequestContextMiddleware:
                 headers["X-Content-Type-Options"] = "nosniff"
                 if is_api:
                     headers["Cache-Control"] = "private, no-cache"
+                budget = scope["state"].get("rate_limit")
+                if budget is not None:
+                    headers["RateLimit-Limit"] = str(budget.limit)
+                    headers["RateLimit-Remaining"] = str(budget.remaining)
+                    headers["RateLimit-Reset"] = str(budget.reset_after_s)
             await send(message)
 
         try:

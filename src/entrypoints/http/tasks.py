@@ -27,7 +27,7 @@ router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"])
 _ETAG = {
     "ETag": {"description": "Strong validator of this task state.", "schema": {"type": "string"}}
 }
-_COMMON = (401, 403, 422, 503)
+_COMMON = (401, 403, 422, 429, 503)
 _ON_TASK = (*_COMMON, 404)
 _WRITE = (*_ON_TASK, 400, 412, 413, 415)
 
