@@ -13,6 +13,15 @@ from domain.task import Priority, Task, contains_control_characters
 SEARCH_MAX_LENGTH = 200
 
 
+SEARCH_SEPARATOR = "\x1f"
+"""Between title and description in a search key; ``q`` cannot contain it."""
+
+
+def search_key(title: str, description: str | None) -> str:
+    """What ``q`` is matched against: case-folded the same way on every store."""
+    return f"{title.casefold()}{SEARCH_SEPARATOR}{(description or '').casefold()}"
+
+
 class Status(enum.Enum):
     ALL = "all"
     PENDING = "pending"
@@ -75,6 +84,11 @@ class TaskFilter:
             raise InvalidQuery("q", f"must be at most {SEARCH_MAX_LENGTH} characters")
         if contains_control_characters(self.text):
             raise InvalidQuery("q", "must not contain control characters")
+
+    @property
+    def folded_text(self) -> str | None:
+        """``text`` folded like ``search_key``, so that matching ignores case."""
+        return None if self.text is None else self.text.casefold()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,15 @@ from datetime import datetime
 from types import TracebackType
 
 from application.ports import IdempotentOutcome
-from application.queries import Position, Sort, SortValue, Status, TaskFilter, TaskQuery
+from application.queries import (
+    Position,
+    Sort,
+    SortValue,
+    Status,
+    TaskFilter,
+    TaskQuery,
+    search_key,
+)
 from domain.task import Task
 
 _Rows = dict[str, dict[uuid.UUID, Task]]
@@ -184,10 +192,9 @@ def _matches(task: Task, flt: TaskFilter) -> bool:
         return False
     if flt.priority is not None and task.priority is not flt.priority:
         return False
-    if flt.text:
-        needle = flt.text.lower()
-        if needle not in task.title.lower() and needle not in (task.description or "").lower():
-            return False
+    needle = flt.folded_text
+    if needle and needle not in search_key(task.title, task.description):
+        return False
     if flt.due_before is not None and (task.due_at is None or task.due_at >= flt.due_before):
         return False
     return not (flt.due_after is not None and (task.due_at is None or task.due_at <= flt.due_after))

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Row, and_, delete, insert, or_, select, tu
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sqlalchemy.tables import tasks
-from application.queries import SortField, Status, TaskFilter, TaskQuery
+from application.queries import SortField, Status, TaskFilter, TaskQuery, search_key
 from domain.task import Priority, Task
 
 _SORT_COLUMNS = {
@@ -19,6 +19,10 @@ _SORT_COLUMNS = {
     SortField.PRIORITY: tasks.c.priority,
     SortField.TITLE: tasks.c.title,
 }
+
+
+# Everything but search_text, which only the WHERE clause of ``q`` reads.
+_TASK_COLUMNS = [column for column in tasks.c if column.name != "search_text"]
 
 
 class SqlTaskRepository:
@@ -31,7 +35,7 @@ class SqlTaskRepository:
         await self._conn.execute(insert(tasks).values(_row(task)))
 
     async def get(self, owner: str, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
-        stmt = select(tasks).where(tasks.c.user_id == owner, tasks.c.id == task_id)
+        stmt = select(*_TASK_COLUMNS).where(tasks.c.user_id == owner, tasks.c.id == task_id)
         if for_update:
             stmt = stmt.with_for_update()
         row = (await self._conn.execute(stmt)).first()
@@ -57,7 +61,7 @@ class SqlTaskRepository:
         if column is tasks.c.due_at:
             ordering = ordering.nulls_last()
         stmt = (
-            select(tasks)
+            select(*_TASK_COLUMNS)
             .where(and_(*conditions))
             .order_by(ordering, tasks.c.id.desc() if desc else tasks.c.id.asc())
             .limit(query.limit + 1)
@@ -99,15 +103,12 @@ def _filters(flt: TaskFilter) -> list[ColumnElement[bool]]:
         conditions.append(tasks.c.completed.is_(True))
     if flt.priority is not None:
         conditions.append(tasks.c.priority == flt.priority.rank)
-    if flt.text:
-        escaped = flt.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
-        conditions.append(
-            or_(
-                tasks.c.title.ilike(pattern, escape="\\"),
-                tasks.c.description.ilike(pattern, escape="\\"),
-            )
-        )
+    needle = flt.folded_text
+    if needle:
+        # Folded in Python on both sides: the same answer whatever the
+        # database's collation (ILIKE under "C" folds ASCII only).
+        escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(tasks.c.search_text.like(f"%{escaped}%", escape="\\"))
     if flt.due_before is not None:
         conditions.append(tasks.c.due_at < flt.due_before)
     if flt.due_after is not None:
@@ -128,6 +129,7 @@ def _row(task: Task) -> dict[str, Any]:
         "created_at": task.created_at,
         "updated_at": task.updated_at,
         "version": task.version,
+        "search_text": search_key(task.title, task.description),
     }
 
 

@@ -28,9 +28,17 @@ _UNAVAILABLE = (
 )
 
 
+# SQLSTATE classes that mean "the database cannot serve you now": connection
+# exceptions, insufficient resources (too many clients), operator
+# intervention (shutdown, cannot connect now, query canceled by timeout).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+
+
 def _is_unavailable(error: BaseException) -> bool:
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        sqlstate = getattr(error.orig, "sqlstate", None) or ""
+        if error.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
     return isinstance(error, _UNAVAILABLE)
 
 

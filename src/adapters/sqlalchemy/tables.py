@@ -63,6 +63,8 @@ tasks = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    # Case-folded title and description, for ``q``: see application.queries.search_key.
+    Column("search_text", Text, nullable=False),
     PrimaryKeyConstraint("user_id", "id", name="tasks_pkey"),
     CheckConstraint("priority IN (1, 2, 3)", name="tasks_priority_rank"),
     CheckConstraint("version >= 1", name="tasks_version_positive"),

@@ -21,12 +21,13 @@ bearer = HTTPBearer(
 )
 
 
-def task_service(request: Request) -> TaskService:
+# Async on purpose: FastAPI runs a plain ``def`` dependency in a thread pool.
+async def task_service(request: Request) -> TaskService:
     service: TaskService = request.app.state.task_service
     return service
 
 
-def cursor_codec(request: Request) -> CursorCodec:
+async def cursor_codec(request: Request) -> CursorCodec:
     codec: CursorCodec = request.app.state.cursor_codec
     return codec
 

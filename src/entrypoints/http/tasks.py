@@ -47,7 +47,10 @@ def _task_response(
 
 def _task_path(request: Request, task: Task) -> str:
     root = request.scope.get("root_path", "")
-    return f"{root}/api/{quote(task.user_id, safe='')}/tasks/{task.id}"
+    # A user id that cannot stand as one path segment is named by its alias.
+    owner = task.user_id
+    segment = "me" if "/" in owner or owner in {".", ".."} else quote(owner, safe="")
+    return f"{root}/api/{segment}/tasks/{task.id}"
 
 
 @router.get(

@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("search_text", sa.Text, nullable=False),
         sa.PrimaryKeyConstraint("user_id", "id", name="tasks_pkey"),
         sa.CheckConstraint("priority IN (1, 2, 3)", name="tasks_priority_rank"),
         sa.CheckConstraint("version >= 1", name="tasks_version_positive"),
