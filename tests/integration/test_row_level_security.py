@@ -10,17 +10,19 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.sqlalchemy import SqlStorage
 from adapters.sqlalchemy.engine import create_engine
+from adapters.sqlalchemy.postgres import PgUnitOfWork
 from adapters.system import SystemClock
+from application.ports import UnitOfWork
 from domain.task import Task, TaskFields
 from entrypoints.http import create_app
 from entrypoints.settings import Settings
@@ -95,12 +97,18 @@ async def _titles_as_admin(url: str) -> dict[str, list[str]]:
     return found
 
 
+def _session(uow: UnitOfWork) -> asyncpg.Connection:
+    """The app's own database session inside the unit of work."""
+    assert isinstance(uow, PgUnitOfWork)
+    return uow.driver
+
+
 async def test_unscoped_select_sees_only_the_current_users_rows(storage: SqlStorage) -> None:
     await _seed(storage, "alice", 3)
     await _seed(storage, "bob", 2)
     async with storage.unit_of_work("alice", write=False) as uow:
-        rows = (await uow.connection.execute(text("SELECT user_id FROM tasks"))).scalars().all()
-    assert rows == ["alice"] * 3
+        rows = await _session(uow).fetch("SELECT user_id FROM tasks")
+    assert [row["user_id"] for row in rows] == ["alice"] * 3
 
 
 async def test_unscoped_update_touches_only_the_current_users_rows(
@@ -109,9 +117,9 @@ async def test_unscoped_update_touches_only_the_current_users_rows(
     await _seed(storage, "alice", 2)
     await _seed(storage, "bob", 2)
     async with storage.unit_of_work("alice", write=True) as uow:
-        result = await uow.connection.execute(text("UPDATE tasks SET title = 'owned'"))
+        status = await _session(uow).execute("UPDATE tasks SET title = 'owned'")
         await uow.commit()
-    assert result.rowcount == 2
+    assert status == "UPDATE 2"
     titles = await _titles_as_admin(postgres_url)
     assert titles["alice"] == ["owned", "owned"]
     assert titles["bob"] == ["bob 0", "bob 1"]
@@ -123,20 +131,18 @@ async def test_unscoped_delete_touches_only_the_current_users_rows(
     await _seed(storage, "alice", 2)
     await _seed(storage, "bob", 2)
     async with storage.unit_of_work("bob", write=True) as uow:
-        await uow.connection.execute(text("DELETE FROM tasks"))
+        await _session(uow).execute("DELETE FROM tasks")
         await uow.commit()
     assert set(await _titles_as_admin(postgres_url)) == {"alice"}
 
 
 async def test_writing_a_row_for_another_user_is_refused(storage: SqlStorage) -> None:
-    with pytest.raises(DBAPIError, match="row-level security"):
+    with pytest.raises(asyncpg.PostgresError, match="row-level security"):
         async with storage.unit_of_work("alice", write=True) as uow:
-            await uow.connection.execute(
-                text(
-                    "INSERT INTO tasks (user_id, id, title, completed, priority, created_at, "
-                    "updated_at, version) VALUES ('bob', gen_random_uuid(), 'planted', false, 2, "
-                    "now(), now(), 1)"
-                )
+            await _session(uow).execute(
+                "INSERT INTO tasks (user_id, id, title, completed, priority, created_at, "
+                "updated_at, version, search_text) VALUES ('bob', gen_random_uuid(), 'planted', "
+                "false, 2, now(), now(), 1, 'planted')"
             )
 
 
@@ -155,18 +161,14 @@ async def test_a_connection_without_a_user_sees_nothing(
 async def test_idempotency_keys_are_confined_too(storage: SqlStorage) -> None:
     tasks = await _seed(storage, "bob", 1)
     async with storage.unit_of_work("bob", write=True) as uow:
-        await uow.connection.execute(
-            text(
-                "INSERT INTO idempotency_keys (user_id, key, fingerprint, task, created_at) "
-                "VALUES ('bob', 'k', 'f', :task, now())"
-            ),
-            {"task": str(tasks[0].id)},
+        await _session(uow).execute(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, task, created_at) "
+            "VALUES ('bob', 'k', 'f', $1, now())",
+            str(tasks[0].id),
         )
         await uow.commit()
     async with storage.unit_of_work("alice", write=False) as uow:
-        count = (
-            await uow.connection.execute(text("SELECT count(*) FROM idempotency_keys"))
-        ).scalar_one()
+        count = await _session(uow).fetchval("SELECT count(*) FROM idempotency_keys")
     assert count == 0
 
 

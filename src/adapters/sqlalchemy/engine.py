@@ -22,12 +22,18 @@ def create_engine(url: str, *, timeout_s: float = 5.0, pool_size: int = 10) -> A
         return create_async_engine(
             url,
             pool_size=pool_size,
-            max_overflow=pool_size,
+            # No overflow: an overflow connection is closed when returned, so
+            # under load the pool would open and close sessions constantly.
+            max_overflow=0,
             pool_timeout=timeout_s,
             connect_args={
                 "timeout": timeout_s,
                 "command_timeout": timeout_s,
-                "server_settings": {"application_name": "taskvault"},
+                # postgres.py quotes the RLS user id as a standard string.
+                "server_settings": {
+                    "application_name": "taskvault",
+                    "standard_conforming_strings": "on",
+                },
             },
         )
     raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")

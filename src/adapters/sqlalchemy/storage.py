@@ -1,60 +1,33 @@
-"""``Storage`` and ``UnitOfWork`` over an async SQLAlchemy engine."""
+"""``Storage`` over an async SQLAlchemy engine: SQLite here, PostgreSQL in ``postgres.py``."""
 
 from __future__ import annotations
 
 from types import TracebackType
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sqlalchemy.engine import WRITE_OPTION
+from adapters.sqlalchemy.errors import unavailable
 from adapters.sqlalchemy.idempotency import SqlIdempotencyStore
+from adapters.sqlalchemy.postgres import PgUnitOfWork
 from adapters.sqlalchemy.repository import SqlTaskRepository
-from adapters.sqlalchemy.row_security import USER_SETTING
 from application.errors import StorageUnavailable
+from application.ports import UnitOfWork
 
 _ROLE_BYPASSES_RLS = text(
     "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
 )
-_SET_USER = text(f"SELECT set_config('{USER_SETTING}', :user_id, true)")
-
-_UNAVAILABLE = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    OSError,
-    TimeoutError,
-)
-
-
-# SQLSTATE classes that mean "the database cannot serve you now": connection
-# exceptions, insufficient resources (too many clients), operator
-# intervention (shutdown, cannot connect now, query canceled by timeout).
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57")
-
-
-def _is_unavailable(error: BaseException) -> bool:
-    if isinstance(error, sa_exc.DBAPIError):
-        sqlstate = getattr(error.orig, "sqlstate", None) or ""
-        if error.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
-            return True
-    return isinstance(error, _UNAVAILABLE)
 
 
 class SqlUnitOfWork:
-    """One transaction on one pooled connection, for one user.
-
-    On PostgreSQL the user is also set for row-level security, for exactly
-    this transaction (``set_config(..., true)``).
-    """
+    """One SQLAlchemy transaction on one pooled connection (SQLite)."""
 
     tasks: SqlTaskRepository
     idempotency: SqlIdempotencyStore
 
-    def __init__(self, engine: AsyncEngine, user_id: str, *, write: bool) -> None:
+    def __init__(self, engine: AsyncEngine, *, write: bool) -> None:
         self._engine = engine
-        self._user_id = user_id
         self._write = write
         self._conn: AsyncConnection | None = None
 
@@ -62,20 +35,16 @@ class SqlUnitOfWork:
         try:
             conn = await self._engine.connect()
         except Exception as error:
-            if _is_unavailable(error):
-                raise StorageUnavailable(type(error).__name__) from error
-            raise
+            raise unavailable(error) from error
         self._conn = conn
         try:
             if self._write:
                 await conn.execution_options(**{WRITE_OPTION: True})
             await conn.begin()
-            if self._engine.dialect.name == "postgresql":
-                await conn.execute(_SET_USER, {"user_id": self._user_id})
         except BaseException as error:
             await self._release()
-            if isinstance(error, Exception) and _is_unavailable(error):
-                raise StorageUnavailable(type(error).__name__) from error
+            if isinstance(error, Exception):
+                raise unavailable(error) from error
             raise
         self.tasks = SqlTaskRepository(conn)
         self.idempotency = SqlIdempotencyStore(conn)
@@ -88,12 +57,13 @@ class SqlUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         await self._release()
-        if exc is not None and _is_unavailable(exc):
-            raise StorageUnavailable(type(exc).__name__) from exc
+        if isinstance(exc, Exception):
+            mapped = unavailable(exc)
+            if mapped is not exc:
+                raise mapped from exc
 
     @property
     def connection(self) -> AsyncConnection:
-        """The transaction's connection, for tests that prove what RLS enforces."""
         assert self._conn is not None
         return self._conn
 
@@ -115,9 +85,13 @@ class SqlUnitOfWork:
 class SqlStorage:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
 
-    def unit_of_work(self, user_id: str, *, write: bool) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, user_id, write=write)
+    def unit_of_work(self, user_id: str, *, write: bool) -> UnitOfWork:
+        if self._postgres:
+            return PgUnitOfWork(self.engine, user_id, write=write)
+        # SQLite has no row-level security; every statement names the owner.
+        return SqlUnitOfWork(self.engine, write=write)
 
     async def ping(self) -> None:
         try:
@@ -130,7 +104,7 @@ class SqlStorage:
         await self.engine.dispose()
 
     async def warnings(self) -> list[str]:
-        if self.engine.dialect.name != "postgresql":
+        if not self._postgres:
             return []
         try:
             async with self.engine.connect() as conn:

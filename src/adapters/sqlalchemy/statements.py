@@ -1,0 +1,289 @@
+"""Every SQL statement of the store, built once with SQLAlchemy Core.
+
+Statements take named bind parameters, never inline values, so one built
+statement serves every request of its shape: SQLite runs them through
+SQLAlchemy, PostgreSQL compiles each once and runs it on the asyncpg
+connection beneath (see ``postgres.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Insert,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from adapters.sqlalchemy.tables import idempotency_keys, tasks
+from application.ports import IdempotentOutcome
+from application.queries import SortField, Status, TaskQuery, search_key
+from domain.task import Priority, Task
+
+_SORT_COLUMNS = {
+    SortField.CREATED_AT: tasks.c.created_at,
+    SortField.UPDATED_AT: tasks.c.updated_at,
+    SortField.DUE_AT: tasks.c.due_at,
+    SortField.PRIORITY: tasks.c.priority,
+    SortField.TITLE: tasks.c.title,
+}
+
+# Everything but search_text, which only the WHERE clause of ``q`` reads.
+TASK_COLUMNS = [column for column in tasks.c if column.name != "search_text"]
+_WRITABLE = [c.name for c in tasks.c if c.name not in {"user_id", "id", "created_at"}]
+
+
+def _param(name: str, column: Any) -> Any:
+    """A bind parameter typed like ``column`` (SQLite stores times and ids as text)."""
+    return bindparam(name, type_=column.type)
+
+
+_owned = and_(
+    tasks.c.user_id == _param("owner", tasks.c.user_id), tasks.c.id == _param("task_id", tasks.c.id)
+)
+
+SELECT_TASK: Select[Any] = select(*TASK_COLUMNS).where(_owned)
+SELECT_TASK_FOR_UPDATE: Select[Any] = SELECT_TASK.with_for_update()
+INSERT_TASK: Insert = insert(tasks).values({c.name: _param(c.name, c) for c in tasks.c})
+UPDATE_TASK: Update = (
+    update(tasks)
+    .where(_owned, tasks.c.version == bindparam("expected_version"))
+    .values({name: _param(f"new_{name}", tasks.c[name]) for name in _WRITABLE})
+)
+DELETE_TASK: Delete = delete(tasks).where(_owned, tasks.c.version == bindparam("expected_version"))
+
+_key = and_(
+    idempotency_keys.c.user_id == bindparam("owner"), idempotency_keys.c.key == bindparam("key")
+)
+SELECT_OUTCOME: Select[Any] = select(
+    idempotency_keys.c.fingerprint, idempotency_keys.c.task, idempotency_keys.c.created_at
+).where(_key)
+DELETE_EXPIRED_OUTCOMES: Delete = delete(idempotency_keys).where(
+    idempotency_keys.c.user_id == bindparam("owner"),
+    idempotency_keys.c.created_at < _param("expire_before", idempotency_keys.c.created_at),
+)
+
+
+def upsert_outcome(dialect: Any) -> Insert:
+    """Store an idempotency outcome, replacing an expired one under the same key."""
+    stmt = dialect.insert(idempotency_keys).values(
+        {c.name: _param(c.name, c) for c in idempotency_keys.c}
+    )
+    return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=["user_id", "key"],
+        set_={name: stmt.excluded[name] for name in ("fingerprint", "task", "created_at")},
+    )
+
+
+UPSERT_OUTCOME_POSTGRESQL = upsert_outcome(postgresql)
+UPSERT_OUTCOME_SQLITE = upsert_outcome(sqlite)
+
+
+def outcome_params(owner: str, key: str, outcome: IdempotentOutcome) -> dict[str, Any]:
+    return {
+        "user_id": owner,
+        "key": key,
+        "fingerprint": outcome.fingerprint,
+        "task": task_to_json(outcome.task),
+        "created_at": outcome.created_at,
+    }
+
+
+def outcome_from(row: Mapping[str, Any]) -> IdempotentOutcome:
+    return IdempotentOutcome(row["fingerprint"], task_from_json(row["task"]), row["created_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class ListShape:
+    """What decides the text of a list statement; values are bound separately."""
+
+    status: Status
+    priority: bool
+    text: bool
+    due_before: bool
+    due_after: bool
+    sort: SortField
+    descending: bool
+    after: bool
+    after_is_null: bool
+
+    @classmethod
+    def of(cls, query: TaskQuery) -> ListShape:
+        flt, after = query.filter, query.after
+        return cls(
+            status=flt.status,
+            priority=flt.priority is not None,
+            text=bool(flt.folded_text),
+            due_before=flt.due_before is not None,
+            due_after=flt.due_after is not None,
+            sort=query.sort.field,
+            descending=query.sort.descending,
+            after=after is not None,
+            after_is_null=after is not None and after.value is None,
+        )
+
+
+@lru_cache(maxsize=512)
+def list_statement(shape: ListShape) -> Select[Any]:
+    """Up to ``limit`` tasks of ``owner`` in sort order, after a keyset position."""
+    column = _SORT_COLUMNS[shape.sort]
+    desc = shape.descending
+    conditions: list[ColumnElement[bool]] = [tasks.c.user_id == bindparam("owner")]
+    if shape.status is Status.PENDING:
+        conditions.append(tasks.c.completed.is_(False))
+    elif shape.status is Status.COMPLETED:
+        conditions.append(tasks.c.completed.is_(True))
+    if shape.priority:
+        conditions.append(tasks.c.priority == bindparam("priority"))
+    if shape.text:
+        conditions.append(tasks.c.search_text.like(bindparam("pattern"), escape="\\"))
+    if shape.due_before:
+        conditions.append(tasks.c.due_at < _param("due_before", tasks.c.due_at))
+    if shape.due_after:
+        conditions.append(tasks.c.due_at > _param("due_after", tasks.c.due_at))
+    if shape.after:
+        after_id = _param("after_id", tasks.c.id)
+        id_beyond = tasks.c.id < after_id if desc else tasks.c.id > after_id
+        if shape.after_is_null:
+            conditions += [column.is_(None), id_beyond]
+        else:
+            key = tuple_(column, tasks.c.id)
+            position = tuple_(_param("after_value", column), after_id)
+            beyond = key < position if desc else key > position
+            # Only due_at is nullable; its missing values sort last both ways.
+            conditions.append(or_(beyond, column.is_(None)) if column is tasks.c.due_at else beyond)
+    ordering = column.desc() if desc else column.asc()
+    if column is tasks.c.due_at:
+        ordering = ordering.nulls_last()
+    return (
+        select(*TASK_COLUMNS)
+        .where(and_(*conditions))
+        .order_by(ordering, tasks.c.id.desc() if desc else tasks.c.id.asc())
+        .limit(bindparam("limit"))
+    )
+
+
+def list_params(owner: str, query: TaskQuery) -> dict[str, Any]:
+    flt = query.filter
+    params: dict[str, Any] = {"owner": owner, "limit": query.limit + 1}
+    if flt.priority is not None:
+        params["priority"] = flt.priority.rank
+    needle = flt.folded_text
+    if needle:
+        # Folded in Python on both sides (see search_key): the same answer
+        # whatever the database's collation; ILIKE under "C" folds ASCII only.
+        escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params["pattern"] = f"%{escaped}%"
+    if flt.due_before is not None:
+        params["due_before"] = flt.due_before
+    if flt.due_after is not None:
+        params["due_after"] = flt.due_after
+    if query.after is not None:
+        params["after_id"] = query.after.id
+        if query.after.value is not None:
+            params["after_value"] = query.after.value
+    return params
+
+
+def task_row(task: Task) -> dict[str, Any]:
+    return {
+        "user_id": task.user_id,
+        "id": task.id,
+        "title": task.title,
+        "description": task.description,
+        "completed": task.completed,
+        "priority": task.priority.rank,
+        "due_at": task.due_at,
+        "completed_at": task.completed_at,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "version": task.version,
+        "search_text": search_key(task.title, task.description),
+    }
+
+
+def update_params(owner: str, task: Task, expected_version: int) -> dict[str, Any]:
+    row = task_row(task)
+    params = {f"new_{name}": row[name] for name in _WRITABLE}
+    params.update(owner=owner, task_id=task.id, expected_version=expected_version)
+    return params
+
+
+def task_from(row: Mapping[str, Any]) -> Task:
+    task_id = row["id"]
+    return Task(
+        # asyncpg returns its own UUID type; the domain gets the standard one.
+        id=task_id if type(task_id) is uuid.UUID else uuid.UUID(bytes=task_id.bytes),
+        user_id=row["user_id"],
+        title=row["title"],
+        description=row["description"],
+        completed=row["completed"],
+        priority=Priority.from_rank(row["priority"]),
+        due_at=row["due_at"],
+        completed_at=row["completed_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+    )
+
+
+def task_to_json(task: Task) -> str:
+    def when(value: datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return json.dumps(
+        {
+            "id": str(task.id),
+            "user_id": task.user_id,
+            "title": task.title,
+            "description": task.description,
+            "completed": task.completed,
+            "priority": task.priority.value,
+            "due_at": when(task.due_at),
+            "completed_at": when(task.completed_at),
+            "created_at": when(task.created_at),
+            "updated_at": when(task.updated_at),
+            "version": task.version,
+        }
+    )
+
+
+def task_from_json(raw: str) -> Task:
+    data = json.loads(raw)
+
+    def when(value: str | None) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value)
+
+    created_at = datetime.fromisoformat(data["created_at"])
+    updated_at = datetime.fromisoformat(data["updated_at"])
+    return Task(
+        id=uuid.UUID(data["id"]),
+        user_id=data["user_id"],
+        title=data["title"],
+        description=data["description"],
+        completed=data["completed"],
+        priority=Priority(data["priority"]),
+        due_at=when(data["due_at"]),
+        completed_at=when(data["completed_at"]),
+        created_at=created_at,
+        updated_at=updated_at,
+        version=data["version"],
+    )
