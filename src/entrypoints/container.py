@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 
-from adapters.auth import HmacTokenVerifier, JwksTokenVerifier
+from adapters.auth import CachingTokenVerifier, HmacTokenVerifier, JwksTokenVerifier
 from adapters.memory import MemoryStorage
 from adapters.ratelimit import LimitsRateLimiter
 from adapters.sqlalchemy import SqlStorage
@@ -27,7 +27,12 @@ def open_storage(settings: Settings) -> Storage:
 
 
 def token_verifier(settings: Settings) -> TokenVerifier:
-    """JWKS keys when a JWKS URL is set (HS256 is then refused), else the secret."""
+    """JWKS keys when a JWKS URL is set (HS256 is then refused), else the secret;
+    either way behind a cache of tokens that verified."""
+    return CachingTokenVerifier(_signature_verifier(settings))
+
+
+def _signature_verifier(settings: Settings) -> TokenVerifier:
     if settings.jwks_url is not None:
         return JwksTokenVerifier(
             str(settings.jwks_url),

@@ -35,6 +35,8 @@ def principal_from(claims: dict[str, Any]) -> Principal:
     if not isinstance(sub, str):
         raise InvalidToken("sub is not a string")
     try:
-        return Principal(user_id=check_owner(sub))
+        user_id = check_owner(sub)
     except InvalidTask as error:
         raise InvalidToken(f"bad sub: {error.message}") from None
+    # decode_options requires exp, and python-jose has checked it is a number.
+    return Principal(user_id=user_id, expires_at=float(claims["exp"]))

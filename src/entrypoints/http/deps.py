@@ -1,4 +1,9 @@
-"""FastAPI dependencies: who is calling, and the objects from the container."""
+"""FastAPI dependencies: who is calling, and whether they may use the path's user.
+
+One dependency per request on purpose: each ``Depends`` costs FastAPI a solve
+step on the hot path, so the app-wide objects are read from ``app.state``
+(``services``) rather than injected one by one.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +26,12 @@ bearer = HTTPBearer(
 )
 
 
-# Async on purpose: FastAPI runs a plain ``def`` dependency in a thread pool.
-async def task_service(request: Request) -> TaskService:
-    service: TaskService = request.app.state.task_service
-    return service
+def service(request: Request) -> TaskService:
+    task_service: TaskService = request.app.state.task_service
+    return task_service
 
 
-async def cursor_codec(request: Request) -> CursorCodec:
+def cursors(request: Request) -> CursorCodec:
     codec: CursorCodec = request.app.state.cursor_codec
     return codec
 
@@ -47,9 +51,8 @@ def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+async def authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     """The verified caller.
 
@@ -71,20 +74,19 @@ async def principal(
     return verified
 
 
-async def owner(
+async def caller(
+    request: Request,
     user_id: Annotated[str, Path(description="The token's `sub`, or `me`.")],
-    caller: Annotated[Principal, Depends(principal)],
-    service: Annotated[TaskService, Depends(task_service)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    """The caller, once the service has agreed the path names them.
+    """The caller, once the service has agreed that the path names them.
 
     Resolved before the body is validated, so a foreign path is a 403
     whatever the body holds.
     """
-    service.authorize(caller, user_id)
-    return caller
+    principal = await authenticate(request, credentials)
+    TaskService.authorize(principal, user_id)
+    return principal
 
 
-Caller = Annotated[Principal, Depends(owner)]
-Service = Annotated[TaskService, Depends(task_service)]
-Cursors = Annotated[CursorCodec, Depends(cursor_codec)]
+Caller = Annotated[Principal, Depends(caller)]

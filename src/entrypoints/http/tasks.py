@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from application.queries import Sort, SortField, Status, TaskFilter, TaskQuery
 from domain.task import Task
-from entrypoints.http.deps import Caller, Cursors, Service
+from entrypoints.http.deps import Caller, cursors, service
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.problems import problem_docs
 from entrypoints.http.representation import etag, if_match_versions, none_match, task_body
@@ -74,8 +74,6 @@ async def list_tasks(
     request: Request,
     user_id: str,
     caller: Caller,
-    service: Service,
-    cursors: Cursors,
     params: Annotated[ListParams, Query()],
 ) -> Response:
     sort = Sort(field=SortField(params.sort.lstrip("-")), descending=params.sort.startswith("-"))
@@ -91,12 +89,12 @@ async def list_tasks(
         limit=params.limit,
         after=None
         if params.cursor is None
-        else cursors.decode(params.cursor, caller.user_id, sort),
+        else cursors(request).decode(params.cursor, caller.user_id, sort),
     )
-    page = await service.list(caller, user_id, query)
+    page = await service(request).list(caller, user_id, query)
     headers: dict[str, str] = {}
     if page.next is not None:
-        cursor = cursors.encode(caller.user_id, sort, page.next)
+        cursor = cursors(request).encode(caller.user_id, sort, page.next)
         next_url = request.url.include_query_params(cursor=cursor)
         headers["Link"] = f'<{next_url}>; rel="next"'
     return JSONResponse([task_body(task) for task in page.items], headers=headers)
@@ -122,7 +120,6 @@ async def create_task(
     request: Request,
     user_id: str,
     caller: Caller,
-    service: Service,
     body: TaskWrite,
     idempotency_key: Annotated[
         str | None,
@@ -135,7 +132,7 @@ async def create_task(
         ),
     ] = None,
 ) -> Response:
-    task = await service.create(caller, user_id, body.to_fields(), idempotency_key)
+    task = await service(request).create(caller, user_id, body.to_fields(), idempotency_key)
     return _task_response(task, 201, {"Location": _task_path(request, task)})
 
 
@@ -151,15 +148,15 @@ async def create_task(
     },
 )
 async def get_task(
+    request: Request,
     user_id: str,
     task_id: str,
     caller: Caller,
-    service: Service,
     if_none_match: Annotated[
         str | None, Header(description="ETags you hold; a match gives 304.")
     ] = None,
 ) -> Response:
-    task = await service.get(caller, user_id, task_id)
+    task = await service(request).get(caller, user_id, task_id)
     tag = etag(task)
     if none_match(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
@@ -174,14 +171,14 @@ async def get_task(
     responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
 )
 async def replace_task(
+    request: Request,
     user_id: str,
     task_id: str,
     caller: Caller,
-    service: Service,
     body: TaskWrite,
     if_match: IfMatch = None,
 ) -> Response:
-    task = await service.replace(
+    task = await service(request).replace(
         caller, user_id, task_id, body.to_fields(), if_match_versions(if_match, task_id)
     )
     return _task_response(task)
@@ -195,14 +192,14 @@ async def replace_task(
     responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
 )
 async def update_task(
+    request: Request,
     user_id: str,
     task_id: str,
     caller: Caller,
-    service: Service,
     body: TaskPatchBody,
     if_match: IfMatch = None,
 ) -> Response:
-    task = await service.patch(
+    task = await service(request).patch(
         caller, user_id, task_id, body.to_patch(), if_match_versions(if_match, task_id)
     )
     return _task_response(task)
@@ -217,13 +214,13 @@ async def update_task(
     responses=problem_docs(*_ON_TASK, 412),
 )
 async def delete_task(
+    request: Request,
     user_id: str,
     task_id: str,
     caller: Caller,
-    service: Service,
     if_match: IfMatch = None,
 ) -> Response:
-    await service.delete(caller, user_id, task_id, if_match_versions(if_match, task_id))
+    await service(request).delete(caller, user_id, task_id, if_match_versions(if_match, task_id))
     return Response(status_code=204)
 
 
@@ -235,10 +232,10 @@ async def delete_task(
     responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
 )
 async def complete_task(
+    request: Request,
     user_id: str,
     task_id: str,
     caller: Caller,
-    service: Service,
     body: Annotated[
         CompletionBody | None,
         Body(description="Omit the body to toggle; send `completed` to set it."),
@@ -246,7 +243,7 @@ async def complete_task(
     if_match: IfMatch = None,
 ) -> Response:
     completed = None if body is None else body.completed
-    task = await service.set_completed(
+    task = await service(request).set_completed(
         caller, user_id, task_id, completed, if_match_versions(if_match, task_id)
     )
     return _task_response(task)
