@@ -20,6 +20,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.sqlalchemy.migrate import upgrade
 
+# Scans every response and log line of the run for secrets, tokens,
+# tracebacks and SQL (tests/leakscan.py).
+pytest_plugins = ["tests.leakscan"]
+
 HOW_TO_RUN_POSTGRES = (
     "PostgreSQL tests need TEST_DATABASE_URL (e.g. "
     "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres) or a running Docker engine"

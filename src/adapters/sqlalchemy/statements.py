@@ -228,10 +228,9 @@ def update_params(owner: str, task: Task, expected_version: int) -> dict[str, An
 
 
 def task_from(row: Mapping[str, Any]) -> Task:
-    task_id = row["id"]
     return Task(
-        # asyncpg returns its own UUID type; the domain gets the standard one.
-        id=task_id if type(task_id) is uuid.UUID else uuid.UUID(bytes=task_id.bytes),
+        # asyncpg's UUID type is a subclass of uuid.UUID: no conversion needed.
+        id=row["id"],
         user_id=row["user_id"],
         title=row["title"],
         description=row["description"],

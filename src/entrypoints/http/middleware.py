@@ -7,7 +7,6 @@ import time
 import uuid
 from typing import Any
 
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from entrypoints.http.problems import problem_response
@@ -16,6 +15,8 @@ from entrypoints.logging import get_logger
 MAX_BODY_BYTES = 64 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_HEADERS = ((b"x-content-type-options", b"nosniff"),)
+_API_HEADERS = (*_HEADERS, (b"cache-control", b"private, no-cache"))
 
 access_log = get_logger("access")
 error_log = get_logger("error")
@@ -35,10 +36,11 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get("x-request-id")
+        incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        is_api = scope["path"].startswith("/api/")
+        common = _API_HEADERS if scope["path"].startswith("/api/") else _HEADERS
+        rid = request_id.encode()
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -48,16 +50,17 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = request_id
-                headers["X-Content-Type-Options"] = "nosniff"
-                if is_api:
-                    headers["Cache-Control"] = "private, no-cache"
+                # Appended raw: no response sets these itself, and this runs on
+                # every request (MutableHeaders rescans the list per item).
+                headers = [*message.get("headers", ()), *common, (b"x-request-id", rid)]
                 budget = scope["state"].get("rate_limit")
                 if budget is not None:
-                    headers["RateLimit-Limit"] = str(budget.limit)
-                    headers["RateLimit-Remaining"] = str(budget.remaining)
-                    headers["RateLimit-Reset"] = str(budget.reset_after_s)
+                    headers += [
+                        (b"ratelimit-limit", b"%d" % budget.limit),
+                        (b"ratelimit-remaining", b"%d" % budget.remaining),
+                        (b"ratelimit-reset", b"%d" % budget.reset_after_s),
+                    ]
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -101,8 +104,7 @@ class BodyGuardMiddleware:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        declared = headers.get("content-length")
+        declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._too_large(scope, receive, send)
             return
@@ -121,7 +123,7 @@ class BodyGuardMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if body and not _is_json(headers.get("content-type")):
+        if body and not _is_json(_header(scope, b"content-type")):
             response = problem_response(
                 415,
                 "The request body must be JSON (Content-Type: application/json).",
@@ -139,6 +141,14 @@ class BodyGuardMiddleware:
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (``name`` lower-case)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _is_json(content_type: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -43,9 +44,13 @@ def _domain(check: Any) -> AfterValidator:
     return AfterValidator(validate)
 
 
+_RFC3339_DATE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
+
+
 def _rfc3339_string(value: Any) -> Any:
-    # pydantic would also take a number as a Unix time; the contract says RFC 3339.
-    if value is not None and not isinstance(value, str):
+    # pydantic would also read a number, or a numeric string, as a Unix time;
+    # the contract says RFC 3339.
+    if value is not None and not (isinstance(value, str) and _RFC3339_DATE.match(value)):
         raise ValueError("must be an RFC 3339 date-time string")
     return value
 
@@ -67,7 +72,7 @@ DueAt = Annotated[
     _domain(check_due_at),
     Field(description="RFC 3339 date-time with an offset; stored and returned in UTC."),
 ]
-QueryTime = Annotated[AwareDatetime | None, _domain(check_due_at)]
+QueryTime = Annotated[AwareDatetime | None, BeforeValidator(_rfc3339_string), _domain(check_due_at)]
 
 
 class TaskWrite(BaseModel):

@@ -211,7 +211,7 @@ async def update_task(
     summary="Delete a task",
     status_code=204,
     response_class=Response,
-    responses=problem_docs(*_ON_TASK, 412),
+    responses=problem_docs(*_ON_TASK, 412, 413, 415),
 )
 async def delete_task(
     request: Request,
