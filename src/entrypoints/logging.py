@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 import orjson
@@ -11,6 +12,10 @@ import orjson
 LOGGER_NAME = "taskvault"
 # Record attributes that are not ours to report; uvicorn adds color_message.
 _IGNORED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
+
+
+request_id: ContextVar[str | None] = ContextVar("taskvault_request_id", default=None)
+"""The request being served; every log line written while serving it names it."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,6 +26,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        current = request_id.get()
+        if current is not None:
+            entry["request_id"] = current
         entry.update({k: v for k, v in vars(record).items() if k not in _IGNORED})
         # Exception text is left out on purpose: tracebacks can carry SQL and values.
         if record.exc_info and record.exc_info[0] is not None:

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from entrypoints.http.problems import problem_response
+from entrypoints import logging as logging_context
 from entrypoints.logging import get_logger
 
 MAX_BODY_BYTES = 64 * 1024
@@ -39,6 +40,7 @@ class RequestContextMiddleware:
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        context = logging_context.request_id.set(request_id)
         common = _API_HEADERS if scope["path"].startswith("/api/") else _HEADERS
         rid = request_id.encode()
         started = time.perf_counter()
@@ -67,10 +69,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_headers)
         except Exception as error:
             status = 500
-            error_log.error(
-                "unhandled error",
-                extra={"request_id": request_id, "error_type": type(error).__name__},
-            )
+            error_log.error("unhandled error", extra={"error_type": type(error).__name__})
             if not response_started:
                 response = problem_response(500, "Internal server error.", instance=scope["path"])
                 await response(scope, receive, send_with_headers)
@@ -79,7 +78,6 @@ class RequestContextMiddleware:
             access_log.info(
                 "request",
                 extra={
-                    "request_id": request_id,
                     "method": scope["method"],
                     "route": getattr(route, "path", None),
                     "status": status,
@@ -87,6 +85,7 @@ class RequestContextMiddleware:
                     "user_id": scope["state"].get("user_id"),
                 },
             )
+            logging_context.request_id.reset(context)
 
 
 class BodyGuardMiddleware:
