@@ -9,8 +9,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from entrypoints.http.problems import problem_response
 from entrypoints import logging as logging_context
+from entrypoints.http.problems import problem_response
 from entrypoints.logging import get_logger
 
 MAX_BODY_BYTES = 64 * 1024
