@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -16,6 +18,7 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    ValidationError,
     field_validator,
 )
 
@@ -164,7 +167,12 @@ SortParam = Literal[
 
 
 class ListParams(BaseModel):
-    """Query parameters of the task list; unknown names are ignored."""
+    """Query parameters of the task list; unknown names are ignored.
+
+    Validated here in one pass rather than as a FastAPI query model, which
+    costs FastAPI several times as much per request; ``openapi_parameters``
+    documents them the same way.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
@@ -180,3 +188,36 @@ class ListParams(BaseModel):
     cursor: str | None = Field(
         default=None, max_length=1024, description="From the previous page's `Link` header."
     )
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> ListParams:
+        """Validate a query string; failures are 422s located under ``query``."""
+        try:
+            return cls.model_validate(dict(query))
+        except ValidationError as error:
+            raise RequestValidationError(
+                [{**detail, "loc": ("query", *detail["loc"])} for detail in error.errors()]
+            ) from None
+
+    @classmethod
+    def openapi_parameters(cls) -> list[dict[str, Any]]:
+        schema = cls.model_json_schema(ref_template="#/components/schemas/{model}")
+        parameters = []
+        for name, field in schema["properties"].items():
+            # A query parameter is absent or a string, never JSON null.
+            options = [o for o in field.pop("anyOf", []) if o != {"type": "null"}]
+            if len(options) == 1:
+                field.update(options[0])
+            if field.get("default", ...) is None:
+                del field["default"]
+            description = field.pop("description", "")
+            parameters.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": description,
+                    "schema": field,
+                }
+            )
+        return parameters

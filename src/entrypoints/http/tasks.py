@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi import APIRouter, Body, Header, Request
 from starlette.responses import Response
 
 from application.queries import Sort, SortField, Status, TaskFilter, TaskQuery
@@ -69,13 +69,10 @@ def _task_path(request: Request, task: Task) -> str:
         },
         **problem_docs(*_COMMON),
     },
+    openapi_extra={"parameters": ListParams.openapi_parameters()},
 )
-async def list_tasks(
-    request: Request,
-    user_id: str,
-    caller: Caller,
-    params: Annotated[ListParams, Query()],
-) -> Response:
+async def list_tasks(request: Request, user_id: str, caller: Caller) -> Response:
+    params = ListParams.from_query(request.query_params)
     sort = Sort(field=SortField(params.sort.lstrip("-")), descending=params.sort.startswith("-"))
     query = TaskQuery(
         filter=TaskFilter(
