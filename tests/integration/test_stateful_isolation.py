@@ -1,0 +1,866 @@
+"""Stateful property test: three users share one service and never see each other.
+
+Hypothesis draws a list of operations (create, get, list with random filters,
+sort and page size while following every ``Link: rel="next"``, resume an old
+cursor, replay another user's cursor, PATCH, PUT, toggle or set completion,
+delete), each by alice, bob or carol, on their own path, on ``me``, or on
+someone else's path (``ME`` and ``dave`` included), naming their own tasks,
+other users' tasks (live or deleted), ids that never existed and malformed
+ids, with or without a matching ``If-Match``. The operations run one by one
+against a fresh app per example, and every answer is compared with a
+pure-Python model of what each user owns: status code, problem body, the
+whole task body (title, completed, priority, version, ``completed_at``, ...),
+``ETag``, ``Location``, and list contents and order page by page. No response
+(body or headers) ever names another user's task or another user. Every
+404 is the same as for a task that never existed (apart from ``instance``),
+every 403 the same as for a user that never existed. After the last step,
+each user's full list and (on SQL stores) the rows in the table match the
+model.
+
+Stores: memory, SQLite and PostgreSQL (``database_url``; PostgreSQL skips
+itself without ``TEST_DATABASE_URL`` or Docker). Each example builds a new app
+(so a new memory store) and empties the SQL tables first.
+
+Hypothesis settings (``SETTINGS`` below), per store: ``max_examples=60``;
+each example is 3 to 8 creates on the users' own paths (``FIRST_CREATES``), then
+``MIN_STEPS=10`` to 22 random operations (at most ``MAX_STEPS=30`` in all);
+``deadline=None``; ``database=None`` (no example database is kept);
+``report_multiple_bugs=False`` and phases explicit, generate and shrink (the
+explain phase traces every line the app runs, which takes minutes and GBs);
+the ``too_slow``, ``function_scoped_fixture`` and ``filter_too_much`` health
+checks suppressed (the ``@given`` function is nested in the test and called
+once per store, with the fixture's URL). About 10-25 s for all three stores.
+
+The test is synchronous: pytest-asyncio resolves the async store fixtures, and
+each example runs on one ``asyncio.Runner`` owned by the test, whose loop is
+never installed as the thread's current loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import cmp_to_key
+from typing import Any, Literal, NamedTuple
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.sqlalchemy import SqlStorage
+from adapters.sqlalchemy.tables import tasks as tasks_table
+from entrypoints.http import create_app
+from entrypoints.settings import Settings
+from tests.support import SECRET, USERS, auth
+
+FIRST_CREATES = (3, 8)
+MIN_STEPS = 10
+MAX_STEPS = 30
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    report_multiple_bugs=False,
+    # No explain phase: it traces every line run (FastAPI included), slowly and in memory.
+    phases=(Phase.explicit, Phase.generate, Phase.shrink),
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+    ],
+)
+
+BASE_URL = "http://taskvault.test"
+NOBODY = "dave"
+"""A user who never has a token nor a task."""
+EVERYONE = (*USERS, NOBODY)
+# "self" is the actor's own id; the rest are literal path values.
+# Weighted towards the own path, so that most operations reach the store.
+PATHS = ("self",) * 8 + ("me",) * 4 + (*USERS, NOBODY, "ME")
+OWN_PATHS = ("self", "me")
+
+PRIORITIES = ("low", "medium", "high")
+RANK = {"low": 1, "medium": 2, "high": 3}
+SORT_FIELDS = ("created_at", "updated_at", "due_at", "priority", "title")
+SORTS = tuple(sign + name for name in SORT_FIELDS for sign in ("", "-"))
+# Two of these are the same instant in different offsets: due_at ties happen.
+DUE_DATES = (
+    "2026-12-01T17:00:00Z",
+    "2026-12-01T19:00:00+02:00",
+    "2027-01-15T08:30:00Z",
+    "2026-11-30T23:59:59.500000-05:00",
+)
+PIVOTS = ("2026-12-01T17:00:00Z", "2026-12-01T12:00:00+01:00")
+# No letters that could spell a user id, so a user id in a body is a leak;
+# LIKE wildcards, to check that a search treats them literally.
+TEXT_ALPHABET = "aAxyZ_% 1"
+TASK_KEYS = frozenset(
+    {
+        "id",
+        "user_id",
+        "title",
+        "description",
+        "completed",
+        "priority",
+        "due_at",
+        "completed_at",
+        "created_at",
+        "updated_at",
+        "version",
+    }
+)
+TIME_KEYS = ("due_at", "completed_at", "created_at", "updated_at")
+LINK = re.compile(r'<([^>]+)>; rel="next"')
+
+Json = dict[str, Any]
+IfMatch = Literal["none", "current", "wrong", "star"]
+RefKind = Literal["own", "known", "unknown", "malformed"]
+
+
+# ---------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Which task an operation names; resolved against the model when it runs."""
+
+    kind: RefKind
+    index: int
+
+
+@dataclass(frozen=True)
+class Create:
+    actor: str
+    path: str
+    body: Json
+
+
+@dataclass(frozen=True)
+class Get:
+    actor: str
+    path: str
+    ref: Ref
+
+
+@dataclass(frozen=True)
+class ListTasks:
+    actor: str
+    path: str
+    params: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Re-request an earlier next-page cursor of the actor's, after later changes."""
+
+    actor: str
+    path: str
+    index: int
+
+
+@dataclass(frozen=True)
+class ForeignCursor:
+    """Send another user's cursor on one's own path: a 422, never their tasks."""
+
+    actor: str
+    path: str
+    index: int
+
+
+@dataclass(frozen=True)
+class Patch:
+    actor: str
+    path: str
+    ref: Ref
+    body: Json
+    if_match: IfMatch
+
+
+@dataclass(frozen=True)
+class Replace:
+    actor: str
+    path: str
+    ref: Ref
+    body: Json
+    if_match: IfMatch
+
+
+@dataclass(frozen=True)
+class Complete:
+    """No body toggles; ``completed`` set sends ``{"completed": ...}``."""
+
+    actor: str
+    path: str
+    ref: Ref
+    completed: bool | None
+    if_match: IfMatch
+
+
+@dataclass(frozen=True)
+class Delete:
+    actor: str
+    path: str
+    ref: Ref
+    if_match: IfMatch
+
+
+Operation = Create | Get | ListTasks | Resume | ForeignCursor | Patch | Replace | Complete | Delete
+
+actors = st.sampled_from(USERS)
+paths = st.sampled_from(PATHS)
+own_paths = st.sampled_from(OWN_PATHS)
+refs = st.builds(
+    Ref,
+    kind=st.sampled_from(("own",) * 5 + ("known", "known", "unknown", "malformed")),
+    index=st.integers(0, 63),
+)
+if_matches = st.sampled_from(("none", "none", "current", "wrong", "star"))
+titles = st.builds(
+    lambda pad, core, tail: pad + core + tail,
+    st.sampled_from(("", "", " ", "\t", "\n ")),
+    st.text(TEXT_ALPHABET, min_size=1, max_size=6).filter(lambda s: bool(s.strip())),
+    st.sampled_from(("", "", " ", "\t")),
+)
+descriptions = st.none() | st.text(TEXT_ALPHABET + "\n", max_size=6)
+due_dates = st.none() | st.sampled_from(DUE_DATES)
+OPTIONAL_FIELDS = {
+    "description": descriptions,
+    "completed": st.booleans(),
+    "priority": st.sampled_from(PRIORITIES),
+    "due_at": due_dates,
+}
+full_bodies = st.fixed_dictionaries({"title": titles}, optional=OPTIONAL_FIELDS)
+patch_bodies = st.fixed_dictionaries({}, optional={"title": titles, **OPTIONAL_FIELDS})
+_filters: st.SearchStrategy[dict[str, str]] = st.one_of(
+    st.just({}),
+    st.just({}),
+    st.fixed_dictionaries({"status": st.sampled_from(("all", "pending", "completed"))}),
+    st.fixed_dictionaries({"priority": st.sampled_from(PRIORITIES)}),
+    st.fixed_dictionaries({"q": st.text(TEXT_ALPHABET, min_size=1, max_size=2)}),
+    st.fixed_dictionaries({"due_before": st.sampled_from(PIVOTS)}),
+    st.fixed_dictionaries({"due_after": st.sampled_from(PIVOTS)}),
+)
+list_params = st.builds(
+    # Mostly small pages, so that Link headers and cursors come up; "" leaves limit out.
+    lambda limit, sort, filters: {
+        name: value for name, value in {"limit": limit, **sort, **filters}.items() if value
+    },
+    st.sampled_from(("1", "2", "2", "3", "4", "")),
+    st.fixed_dictionaries({}, optional={"sort": st.sampled_from(SORTS)}),
+    _filters,
+)
+creates = st.builds(Create, actor=actors, path=paths, body=full_bodies)
+lists = st.builds(ListTasks, actor=actors, path=paths, params=list_params)
+resumes = st.builds(Resume, actor=actors, path=own_paths, index=st.integers(0, 63))
+foreign_cursors = st.builds(ForeignCursor, actor=actors, path=own_paths, index=st.integers(0, 63))
+OPERATIONS: st.SearchStrategy[Operation] = st.one_of(
+    creates,
+    creates,
+    creates,
+    creates,
+    st.builds(Get, actor=actors, path=paths, ref=refs),
+    lists,
+    lists,
+    lists,
+    resumes,
+    resumes,
+    foreign_cursors,
+    foreign_cursors,
+    st.builds(Patch, actor=actors, path=paths, ref=refs, body=patch_bodies, if_match=if_matches),
+    st.builds(Replace, actor=actors, path=paths, ref=refs, body=full_bodies, if_match=if_matches),
+    st.builds(
+        Complete,
+        actor=actors,
+        path=paths,
+        ref=refs,
+        completed=st.none() | st.booleans(),
+        if_match=if_matches,
+    ),
+    st.builds(Delete, actor=actors, path=paths, ref=refs, if_match=if_matches),
+)
+# A few tasks first (so that most later steps find some), then anything.
+
+
+def _concatenated(parts: tuple[list[Create], list[Operation]]) -> list[Operation]:
+    return [*parts[0], *parts[1]]
+
+
+SCENARIOS: st.SearchStrategy[list[Operation]] = st.tuples(
+    st.lists(
+        st.builds(Create, actor=actors, path=own_paths, body=full_bodies),
+        min_size=FIRST_CREATES[0],
+        max_size=FIRST_CREATES[1],
+    ),
+    st.lists(OPERATIONS, min_size=MIN_STEPS, max_size=MAX_STEPS - FIRST_CREATES[1]),
+).map(_concatenated)
+
+
+# ---------------------------------------------------------------- the model
+
+
+class Fields(NamedTuple):
+    """The writable fields, as the service stores them (trimmed title, UTC due date)."""
+
+    title: str
+    description: str | None
+    completed: bool
+    priority: str
+    due_at: datetime | None
+
+
+def utc(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def fields_from(body: Json, base: Fields) -> Fields:
+    """``base`` with the fields ``body`` sends (PUT and POST pass the defaults)."""
+    due = body.get("due_at", base.due_at)
+    return Fields(
+        title=body["title"].strip() if "title" in body else base.title,
+        description=body.get("description", base.description),
+        completed=body.get("completed", base.completed),
+        priority=body.get("priority", base.priority),
+        due_at=utc(due) if isinstance(due, str) else due,
+    )
+
+
+DEFAULTS = Fields(title="", description=None, completed=False, priority="medium", due_at=None)
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    id: str
+    owner: str
+    fields: Fields
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+    def body(self) -> Json:
+        """The expected response body, times as datetimes (see ``decode``)."""
+        return {
+            "id": self.id,
+            "user_id": self.owner,
+            "title": self.fields.title,
+            "description": self.fields.description,
+            "completed": self.fields.completed,
+            "priority": self.fields.priority,
+            "due_at": self.fields.due_at,
+            "completed_at": self.completed_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "version": self.version,
+        }
+
+
+SortKey = tuple[Any, uuid.UUID]
+
+
+def sort_of(params: dict[str, str]) -> tuple[str, bool]:
+    sort = params.get("sort", "-created_at")
+    return sort.lstrip("-"), sort.startswith("-")
+
+
+def key_of(task: ModelTask, name: str) -> SortKey:
+    value: Any
+    match name:
+        case "created_at":
+            value = task.created_at
+        case "updated_at":
+            value = task.updated_at
+        case "due_at":
+            value = task.fields.due_at
+        case "priority":
+            value = RANK[task.fields.priority]
+        case _:
+            value = task.fields.title
+    return value, uuid.UUID(task.id)
+
+
+def _cmp(a: Any, b: Any) -> int:
+    return int(a > b) - int(a < b)
+
+
+def compare(a: SortKey, b: SortKey, descending: bool) -> int:
+    """The contract's total order: the key, then the id; missing due dates last both ways."""
+    (va, ia), (vb, ib) = a, b
+    if (va is None) != (vb is None):
+        return 1 if va is None else -1
+    order = 0 if va is None else _cmp(va, vb)
+    if order == 0:
+        order = _cmp(ia, ib)
+    return -order if descending else order
+
+
+def matches(task: ModelTask, params: dict[str, str]) -> bool:
+    f = task.fields
+    status = params.get("status", "all")
+    if (status == "pending" and f.completed) or (status == "completed" and not f.completed):
+        return False
+    if "priority" in params and f.priority != params["priority"]:
+        return False
+    needle = params.get("q", "").lower()
+    if needle and needle not in f.title.lower() and needle not in (f.description or "").lower():
+        return False
+    if "due_before" in params and (f.due_at is None or f.due_at >= utc(params["due_before"])):
+        return False
+    return "due_after" not in params or (
+        f.due_at is not None and f.due_at > utc(params["due_after"])
+    )
+
+
+@dataclass(frozen=True)
+class SavedCursor:
+    issuer: str
+    params: dict[str, str]
+    cursor: str
+    position: SortKey
+
+
+def decode(body: Any) -> Json:
+    """A task body with its times parsed; every time is UTC with a ``Z``."""
+    assert isinstance(body, dict), body
+    assert set(body) == TASK_KEYS, body
+    out = dict(body)
+    for name in TIME_KEYS:
+        value = body[name]
+        if value is not None:
+            assert isinstance(value, str), body
+            assert value.endswith("Z"), body
+            out[name] = datetime.fromisoformat(value)
+    return out
+
+
+def describe(resp: httpx.Response) -> str:
+    return f"{resp.request.method} {resp.request.url} -> {resp.status_code} {resp.text[:300]}"
+
+
+# ---------------------------------------------------------------- one example
+
+
+@dataclass
+class Run:
+    """One example: the client, the model, and the checks of every answer."""
+
+    client: httpx.AsyncClient
+    storage: object
+    headers: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {user: auth(user) for user in USERS}
+    )
+    live: dict[str, ModelTask] = field(default_factory=dict)
+    owner_of: dict[str, str] = field(default_factory=dict)
+    """Every id ever created, deleted ones included, with its owner."""
+    last_version: dict[str, int] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+    cursors: list[SavedCursor] = field(default_factory=list)
+    not_found: tuple[Json, frozenset[str]] = ({}, frozenset())
+    forbidden: Json = field(default_factory=dict)
+
+    # ------------------------------------------------------------ requests
+
+    async def call(
+        self,
+        actor: str,
+        method: str,
+        url: str,
+        *,
+        body: Json | None = None,
+        params: dict[str, str] | None = None,
+        if_match: str | None = None,
+    ) -> httpx.Response:
+        headers = dict(self.headers[actor])
+        if if_match is not None:
+            headers["If-Match"] = if_match
+        resp = await self.client.request(method, url, headers=headers, params=params, json=body)
+        self.check_common(actor, resp)
+        return resp
+
+    def check_common(self, actor: str, resp: httpx.Response) -> None:
+        """Headers every /api answer has, and nothing of anyone else in it."""
+        assert resp.headers.get("cache-control") == "private, no-cache", describe(resp)
+        assert resp.headers.get("x-content-type-options") == "nosniff", describe(resp)
+        requested = str(resp.request.url)
+        everything = resp.text + "\n" + "\n".join(resp.headers.values())
+        for task_id, owner in self.owner_of.items():
+            if owner != actor and task_id not in requested:
+                assert task_id not in everything, f"{owner}'s task leaked: {describe(resp)}"
+        # Link holds a random-looking cursor, so user ids are looked for elsewhere.
+        shown = "\n".join(
+            (resp.text, resp.headers.get("location", ""), resp.headers.get("etag", ""))
+        )
+        link = LINK.fullmatch(resp.headers.get("link", ""))
+        if link is not None:
+            shown += "\n" + urlsplit(link.group(1)).path
+        for user in EVERYONE:
+            if user != actor and user not in resp.request.url.path:
+                assert user not in shown, f"{user} named: {describe(resp)}"
+
+    def problem(self, resp: httpx.Response, status: int) -> Json:
+        assert resp.status_code == status, describe(resp)
+        assert resp.headers["content-type"].startswith("application/problem+json"), describe(resp)
+        body = resp.json()
+        assert isinstance(body, dict), describe(resp)
+        assert body["status"] == status, describe(resp)
+        assert body.get("instance") == resp.request.url.path, describe(resp)
+        return {k: v for k, v in body.items() if k != "instance"}
+
+    def expect_not_found(self, resp: httpx.Response) -> None:
+        """Exactly the answer for a task that never existed, apart from ``instance``."""
+        body, names = self.not_found
+        assert self.problem(resp, 404) == body, describe(resp)
+        assert frozenset(resp.headers) == names, describe(resp)
+
+    def expect_forbidden(self, resp: httpx.Response) -> None:
+        """Exactly the answer for a user that never existed, apart from ``instance``."""
+        assert self.problem(resp, 403) == self.forbidden, describe(resp)
+
+    def expect_task(self, resp: httpx.Response, status: int, task: ModelTask) -> None:
+        assert resp.status_code == status, describe(resp)
+        assert resp.headers["content-type"].startswith("application/json"), describe(resp)
+        assert decode(resp.json()) == task.body(), describe(resp)
+        assert resp.headers["etag"] == f'"{task.id}.{task.version}"', describe(resp)
+
+    # ------------------------------------------------------------ resolution
+
+    def owner_path(self, actor: str, path: str) -> str:
+        return actor if path == "self" else path
+
+    def allowed(self, actor: str, path: str) -> bool:
+        return self.owner_path(actor, path) in (actor, "me")
+
+    def url(self, actor: str, path: str, task_id: str | None = None, suffix: str = "") -> str:
+        base = f"/api/{self.owner_path(actor, path)}/tasks"
+        return base if task_id is None else f"{base}/{task_id}{suffix}"
+
+    def resolve(self, ref: Ref, actor: str) -> str:
+        own = [tid for tid in self.created if tid in self.live and self.live[tid].owner == actor]
+        if ref.kind == "own" and own:
+            return own[ref.index % len(own)]
+        if ref.kind in ("own", "known") and self.created:
+            return self.created[ref.index % len(self.created)]
+        if ref.kind == "malformed":
+            bad = ["nope", "42", "00000000-0000-0000-0000-00000000000g"]
+            bad += [tid + "0" for tid in self.created[:1]]
+            return bad[ref.index % len(bad)]
+        # A well-formed UUIDv7 from 1970: never one the service generated.
+        return str(uuid.UUID(int=(0x7 << 76) | (0b10 << 62) | ((ref.index + 1) << 80)))
+
+    def if_match_header(self, kind: IfMatch, task_id: str) -> str | None:
+        version = self.last_version.get(task_id, 1)
+        match kind:
+            case "none":
+                return None
+            case "star":
+                return "*"
+            case "current":
+                return f'"{task_id}.{version}"'
+            case _:
+                return f'"{task_id}.{version + 7}"'
+
+    def expected_list(self, actor: str, params: dict[str, str]) -> list[ModelTask]:
+        name, descending = sort_of(params)
+        mine = [t for t in self.live.values() if t.owner == actor and matches(t, params)]
+
+        def order(a: ModelTask, b: ModelTask) -> int:
+            return compare(key_of(a, name), key_of(b, name), descending)
+
+        return sorted(mine, key=cmp_to_key(order))
+
+    # ------------------------------------------------------------ setup and end
+
+    async def setup(self) -> None:
+        missing = self.resolve(Ref("unknown", 999), "alice")
+        resp = await self.call("alice", "GET", f"/api/alice/tasks/{missing}")
+        self.not_found = (self.problem(resp, 404), frozenset(resp.headers))
+        resp = await self.call("alice", "GET", f"/api/{NOBODY}/tasks")
+        self.forbidden = self.problem(resp, 403)
+
+    async def finish(self) -> None:
+        for user in USERS:
+            params = {"sort": "created_at", "limit": "1"}
+            resp = await self.call(user, "GET", f"/api/{user}/tasks", params=params)
+            await self.check_pages(user, resp, self.expected_list(user, params), params)
+        if isinstance(self.storage, SqlStorage):
+            await self.check_rows(self.storage.engine)
+
+    async def check_rows(self, engine: AsyncEngine) -> None:
+        """The table holds exactly the model's tasks, each under its owner."""
+        async with engine.connect() as conn:
+            for user in USERS:
+                async with conn.begin():
+                    if engine.dialect.name == "postgresql":
+                        await conn.execute(
+                            text("SELECT set_config('taskvault.user_id', :user, true)"),
+                            {"user": user},
+                        )
+                    rows = await conn.execute(
+                        select(tasks_table.c.id, tasks_table.c.version).where(
+                            tasks_table.c.user_id == user
+                        )
+                    )
+                    stored = {(str(row.id), row.version) for row in rows}
+                expected = {(t.id, t.version) for t in self.live.values() if t.owner == user}
+                assert stored == expected, user
+
+    # ------------------------------------------------------------ operations
+
+    async def apply(self, op: Operation) -> None:
+        match op:
+            case Create():
+                await self.create(op)
+            case Get():
+                await self.get(op)
+            case ListTasks():
+                await self.list_tasks(op)
+            case Resume():
+                await self.resume(op)
+            case ForeignCursor():
+                await self.foreign_cursor(op)
+            case Patch():
+                await self.modify(op, "PATCH", "", op.body, lambda t: fields_from(op.body, t))
+            case Replace():
+                await self.modify(op, "PUT", "", op.body, lambda t: fields_from(op.body, DEFAULTS))
+            case Complete():
+                await self.complete(op)
+            case Delete():
+                await self.delete(op)
+
+    async def create(self, op: Create) -> None:
+        resp = await self.call(op.actor, "POST", self.url(op.actor, op.path), body=op.body)
+        if not self.allowed(op.actor, op.path):
+            self.expect_forbidden(resp)
+            return
+        assert resp.status_code == 201, describe(resp)
+        got = decode(resp.json())
+        task_id = got["id"]
+        assert isinstance(task_id, str), describe(resp)
+        parsed = uuid.UUID(task_id)
+        assert str(parsed) == task_id, describe(resp)
+        assert parsed.version == 7, describe(resp)
+        assert task_id not in self.owner_of, describe(resp)
+        created = got["created_at"]
+        fields = fields_from(op.body, DEFAULTS)
+        task = ModelTask(
+            id=task_id,
+            owner=op.actor,
+            fields=fields,
+            completed_at=created if fields.completed else None,
+            created_at=created,
+            updated_at=created,
+            version=1,
+        )
+        self.expect_task(resp, 201, task)
+        assert resp.headers["location"].endswith(f"/api/{op.actor}/tasks/{task_id}"), describe(resp)
+        self.live[task_id] = task
+        self.owner_of[task_id] = op.actor
+        self.last_version[task_id] = 1
+        self.created.append(task_id)
+
+    def target(self, actor: str, task_id: str) -> ModelTask | None:
+        """The task the actor may act on under this id, or None (then: 404)."""
+        task = self.live.get(task_id)
+        return task if task is not None and task.owner == actor else None
+
+    async def get(self, op: Get) -> None:
+        task_id = self.resolve(op.ref, op.actor)
+        resp = await self.call(op.actor, "GET", self.url(op.actor, op.path, task_id))
+        task = self.target(op.actor, task_id)
+        if not self.allowed(op.actor, op.path):
+            self.expect_forbidden(resp)
+        elif task is None:
+            self.expect_not_found(resp)
+        else:
+            self.expect_task(resp, 200, task)
+
+    async def modify(
+        self,
+        op: Patch | Replace | Complete,
+        method: str,
+        suffix: str,
+        body: Json | None,
+        change: Any,
+    ) -> None:
+        task_id = self.resolve(op.ref, op.actor)
+        resp = await self.call(
+            op.actor,
+            method,
+            self.url(op.actor, op.path, task_id, suffix),
+            body=body,
+            if_match=self.if_match_header(op.if_match, task_id),
+        )
+        task = self.target(op.actor, task_id)
+        if not self.allowed(op.actor, op.path):
+            self.expect_forbidden(resp)
+            return
+        if task is None:
+            self.expect_not_found(resp)
+            return
+        if op.if_match == "wrong":
+            self.problem(resp, 412)
+            return
+        new: Fields = change(task.fields)
+        if new == task.fields:
+            # A write that changes nothing keeps version, updated_at and completed_at.
+            self.expect_task(resp, 200, task)
+            return
+        assert resp.status_code == 200, describe(resp)
+        updated = decode(resp.json())["updated_at"]
+        assert isinstance(updated, datetime), describe(resp)
+        assert updated >= task.updated_at, describe(resp)
+        if new.completed == task.fields.completed:
+            completed_at = task.completed_at
+        else:
+            completed_at = updated if new.completed else None
+        task = replace(
+            task,
+            fields=new,
+            completed_at=completed_at,
+            updated_at=updated,
+            version=task.version + 1,
+        )
+        self.expect_task(resp, 200, task)
+        self.live[task_id] = task
+        self.last_version[task_id] = task.version
+
+    async def complete(self, op: Complete) -> None:
+        def change(fields: Fields) -> Fields:
+            wanted = not fields.completed if op.completed is None else op.completed
+            return fields._replace(completed=wanted)
+
+        body = None if op.completed is None else {"completed": op.completed}
+        await self.modify(op, "PATCH", "/complete", body, change)
+
+    async def delete(self, op: Delete) -> None:
+        task_id = self.resolve(op.ref, op.actor)
+        resp = await self.call(
+            op.actor,
+            "DELETE",
+            self.url(op.actor, op.path, task_id),
+            if_match=self.if_match_header(op.if_match, task_id),
+        )
+        task = self.target(op.actor, task_id)
+        if not self.allowed(op.actor, op.path):
+            self.expect_forbidden(resp)
+        elif task is None:
+            self.expect_not_found(resp)
+        elif op.if_match == "wrong":
+            self.problem(resp, 412)
+        else:
+            assert resp.status_code == 204, describe(resp)
+            assert resp.content == b"", describe(resp)
+            del self.live[task_id]
+
+    async def list_tasks(self, op: ListTasks) -> None:
+        resp = await self.call(op.actor, "GET", self.url(op.actor, op.path), params=op.params)
+        if not self.allowed(op.actor, op.path):
+            self.expect_forbidden(resp)
+            return
+        await self.check_pages(op.actor, resp, self.expected_list(op.actor, op.params), op.params)
+
+    async def resume(self, op: Resume) -> None:
+        mine = [c for c in self.cursors if c.issuer == op.actor]
+        if not mine:
+            return
+        saved = mine[op.index % len(mine)]
+        params = {**saved.params, "cursor": saved.cursor}
+        resp = await self.call(op.actor, "GET", self.url(op.actor, op.path), params=params)
+        name, descending = sort_of(saved.params)
+        rest = [
+            t
+            for t in self.expected_list(op.actor, saved.params)
+            if compare(key_of(t, name), saved.position, descending) > 0
+        ]
+        await self.check_pages(op.actor, resp, rest, saved.params)
+
+    async def foreign_cursor(self, op: ForeignCursor) -> None:
+        theirs = [c for c in self.cursors if c.issuer != op.actor]
+        if not theirs:
+            return
+        saved = theirs[op.index % len(theirs)]
+        params = {**saved.params, "cursor": saved.cursor}
+        resp = await self.call(op.actor, "GET", self.url(op.actor, op.path), params=params)
+        body = self.problem(resp, 422)
+        assert any(error["loc"] == ["query", "cursor"] for error in body["errors"]), describe(resp)
+
+    async def check_pages(
+        self,
+        actor: str,
+        resp: httpx.Response,
+        expected: list[ModelTask],
+        params: dict[str, str],
+    ) -> None:
+        """Follow ``Link: rel="next"`` to the end; pages must be the model's list, cut up."""
+        limit = int(params.get("limit", "50"))
+        name, _ = sort_of(params)
+        seen = 0
+        while True:
+            assert resp.status_code == 200, describe(resp)
+            items = resp.json()
+            assert isinstance(items, list), describe(resp)
+            page = expected[seen : seen + limit]
+            assert [decode(item) for item in items] == [t.body() for t in page], describe(resp)
+            seen += len(page)
+            link = resp.headers.get("link")
+            if seen == len(expected):
+                assert link is None, describe(resp)
+                return
+            assert link is not None, describe(resp)
+            found = LINK.fullmatch(link)
+            assert found is not None, link
+            next_url = urlsplit(found.group(1))
+            assert next_url.path == resp.request.url.path, link
+            query = dict(parse_qsl(next_url.query, keep_blank_values=True))
+            cursor = query.pop("cursor")
+            assert query == {k: v for k, v in params.items() if k != "cursor"}, link
+            self.cursors.append(SavedCursor(actor, dict(query), cursor, key_of(page[-1], name)))
+            resp = await self.call(actor, "GET", found.group(1))
+
+
+async def wipe(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text("TRUNCATE tasks, idempotency_keys"))
+        else:
+            await conn.execute(text("DELETE FROM tasks"))
+            await conn.execute(text("DELETE FROM idempotency_keys"))
+
+
+async def run_example(database_url: str, operations: list[Operation]) -> None:
+    config = Settings(database_url=database_url, jwt_secret=SecretStr(SECRET), _env_file=None)  # type: ignore[call-arg]
+    app = create_app(config)
+    async with app.router.lifespan_context(app):
+        storage = app.state.storage
+        if isinstance(storage, SqlStorage):
+            await wipe(storage.engine)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+            run = Run(client=client, storage=storage)
+            await run.setup()
+            for operation in operations:
+                await run.apply(operation)
+            await run.finish()
+
+
+def test_three_users_only_ever_see_their_own_tasks(database_url: str) -> None:
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+
+        @SETTINGS
+        @given(operations=SCENARIOS)
+        def check(operations: list[Operation]) -> None:
+            try:
+                runner.run(run_example(database_url, operations))
+            except BaseException as error:
+                # Under pytest this Hypothesis prints the failing case as "operations=,".
+                steps = "".join(f"\n    {operation!r}," for operation in operations)
+                error.add_note(f"Operations of the failing case:{steps}")
+                raise
+
+        check()
