@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Header, Request
+from fastapi import APIRouter, Body, Request
 from starlette.responses import Response
 
 from application.queries import Sort, SortField, Status, TaskFilter, TaskQuery
 from domain.task import Task
+from entrypoints.http.conditional import (
+    IDEMPOTENCY_KEY_PARAMETER,
+    IF_MATCH,
+    IF_NONE_MATCH,
+    idempotency_key,
+)
 from entrypoints.http.deps import Caller, cursors, service
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.problems import problem_docs
@@ -30,11 +36,6 @@ _ETAG = {
 _COMMON = (401, 403, 422, 429, 503)
 _ON_TASK = (*_COMMON, 404)
 _WRITE = (*_ON_TASK, 400, 412, 413, 415)
-
-IfMatch = Annotated[
-    str | None,
-    Header(description="Apply only if the task's ETag is one of these; else 412."),
-]
 
 
 def _task_response(
@@ -112,24 +113,16 @@ async def list_tasks(request: Request, user_id: str, caller: Caller) -> Response
         },
         **problem_docs(*_COMMON, 400, 409, 413, 415),
     },
+    openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def create_task(
     request: Request,
     user_id: str,
     caller: Caller,
     body: TaskWrite,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            min_length=1,
-            max_length=255,
-            pattern=r"^[\x20-\x7e]+$",
-            description="Retry-safe creation: a repeat with the same key and body returns "
-            "the first response; kept at least 24 hours.",
-        ),
-    ] = None,
 ) -> Response:
-    task = await service(request).create(caller, user_id, body.to_fields(), idempotency_key)
+    key = idempotency_key(request)
+    task = await service(request).create(caller, user_id, body.to_fields(), key)
     return _task_response(task, 201, {"Location": _task_path(request, task)})
 
 
@@ -143,19 +136,17 @@ async def create_task(
         304: {"description": "If-None-Match matched the current ETag.", "headers": _ETAG},
         **problem_docs(*_ON_TASK),
     },
+    openapi_extra={"parameters": [IF_NONE_MATCH]},
 )
 async def get_task(
     request: Request,
     user_id: str,
     task_id: str,
     caller: Caller,
-    if_none_match: Annotated[
-        str | None, Header(description="ETags you hold; a match gives 304.")
-    ] = None,
 ) -> Response:
     task = await service(request).get(caller, user_id, task_id)
     tag = etag(task)
-    if none_match(if_none_match, tag):
+    if none_match(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers={"ETag": tag})
     return _task_response(task)
 
@@ -166,6 +157,7 @@ async def get_task(
     summary="Replace a task's writable fields",
     response_model=TaskOut,
     responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
+    openapi_extra={"parameters": [IF_MATCH]},
 )
 async def replace_task(
     request: Request,
@@ -173,10 +165,13 @@ async def replace_task(
     task_id: str,
     caller: Caller,
     body: TaskWrite,
-    if_match: IfMatch = None,
 ) -> Response:
     task = await service(request).replace(
-        caller, user_id, task_id, body.to_fields(), if_match_versions(if_match, task_id)
+        caller,
+        user_id,
+        task_id,
+        body.to_fields(),
+        if_match_versions(request.headers.get("if-match"), task_id),
     )
     return _task_response(task)
 
@@ -187,6 +182,7 @@ async def replace_task(
     summary="Update some fields of a task",
     response_model=TaskOut,
     responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
+    openapi_extra={"parameters": [IF_MATCH]},
 )
 async def update_task(
     request: Request,
@@ -194,10 +190,13 @@ async def update_task(
     task_id: str,
     caller: Caller,
     body: TaskPatchBody,
-    if_match: IfMatch = None,
 ) -> Response:
     task = await service(request).patch(
-        caller, user_id, task_id, body.to_patch(), if_match_versions(if_match, task_id)
+        caller,
+        user_id,
+        task_id,
+        body.to_patch(),
+        if_match_versions(request.headers.get("if-match"), task_id),
     )
     return _task_response(task)
 
@@ -209,15 +208,17 @@ async def update_task(
     status_code=204,
     response_class=Response,
     responses=problem_docs(*_ON_TASK, 412, 413, 415),
+    openapi_extra={"parameters": [IF_MATCH]},
 )
 async def delete_task(
     request: Request,
     user_id: str,
     task_id: str,
     caller: Caller,
-    if_match: IfMatch = None,
 ) -> Response:
-    await service(request).delete(caller, user_id, task_id, if_match_versions(if_match, task_id))
+    await service(request).delete(
+        caller, user_id, task_id, if_match_versions(request.headers.get("if-match"), task_id)
+    )
     return Response(status_code=204)
 
 
@@ -227,6 +228,7 @@ async def delete_task(
     summary="Toggle completion, or set it with a body",
     response_model=TaskOut,
     responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
+    openapi_extra={"parameters": [IF_MATCH]},
 )
 async def complete_task(
     request: Request,
@@ -237,10 +239,13 @@ async def complete_task(
         CompletionBody | None,
         Body(description="Omit the body to toggle; send `completed` to set it."),
     ] = None,
-    if_match: IfMatch = None,
 ) -> Response:
     completed = None if body is None else body.completed
     task = await service(request).set_completed(
-        caller, user_id, task_id, completed, if_match_versions(if_match, task_id)
+        caller,
+        user_id,
+        task_id,
+        completed,
+        if_match_versions(request.headers.get("if-match"), task_id),
     )
     return _task_response(task)
