@@ -107,6 +107,14 @@ class TokenVerifier(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    """A store's connection pool: connections it keeps (``size``) and those lent out."""
+
+    size: int
+    in_use: int
+
+
 class Storage(Protocol):
     """A task store: units of work, a health probe, and shutdown."""
 
@@ -120,6 +128,10 @@ class Storage(Protocol):
 
     async def warnings(self) -> list[str]:
         """Configuration problems worth a log line at start (e.g. RLS bypassed)."""
+        ...
+
+    def pool_status(self) -> PoolStatus:
+        """The connection pool right now, for metrics; cheap and never blocking."""
         ...
 
 

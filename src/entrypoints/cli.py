@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from types import FrameType
 
 from pydantic import ValidationError
 
@@ -70,6 +73,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     with_secret(settings)
     if not args.no_migrate:
         _migrate(settings)
+    # uvicorn handles SIGTERM itself (stop accepting, let requests finish for
+    # up to TASKVAULT_SHUTDOWN_GRACE_S, close the pool), then raises the signal
+    # again to the handler that was there before: this one, so a stop exits 0.
+    signal.signal(signal.SIGTERM, _stopped)
     uvicorn.run(
         "entrypoints.asgi:app_from_environment",
         factory=True,
@@ -79,8 +86,21 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         proxy_headers=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     return 0
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """Exit 0 at once: the server has shut down (or had not started yet).
+
+    Not ``SystemExit``: a request cancelled when the grace period ran out can
+    leave aiosqlite's (non-daemon) thread waiting on a lock, and the
+    interpreter would wait for that thread forever at exit.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _migrate(settings: Settings) -> None:

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     rate_limit: str = "1200/minute"
     redis_url: str | None = None
+    shutdown_grace_s: int = Field(default=10, ge=0, le=3600)
 
     @field_validator("database_url")
     @classmethod

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from types import TracebackType
 
-from application.ports import IdempotentOutcome
+from application.ports import IdempotentOutcome, PoolStatus
 from application.queries import (
     Position,
     Sort,
@@ -183,6 +183,9 @@ class MemoryStorage:
 
     async def warnings(self) -> list[str]:
         return []
+
+    def pool_status(self) -> PoolStatus:
+        return PoolStatus(size=0, in_use=0)
 
 
 def _matches(task: Task, flt: TaskFilter) -> bool:

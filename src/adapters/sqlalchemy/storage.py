@@ -6,6 +6,7 @@ from types import TracebackType
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from adapters.sqlalchemy.engine import WRITE_OPTION
 from adapters.sqlalchemy.errors import unavailable
@@ -13,7 +14,7 @@ from adapters.sqlalchemy.idempotency import SqlIdempotencyStore
 from adapters.sqlalchemy.postgres import PgUnitOfWork
 from adapters.sqlalchemy.repository import SqlTaskRepository
 from application.errors import StorageUnavailable
-from application.ports import UnitOfWork
+from application.ports import PoolStatus, UnitOfWork
 
 _ROLE_BYPASSES_RLS = text(
     "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
@@ -95,13 +96,27 @@ class SqlStorage:
 
     async def ping(self) -> None:
         try:
+            if self._postgres:
+                # A unit of work drops a dead or silent connection at once,
+                # where SQLAlchemy's own error path waits up to 2 s more.
+                async with PgUnitOfWork(self.engine, "", write=False):
+                    return
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
+        except StorageUnavailable:
+            raise
         except Exception as error:
             raise StorageUnavailable(type(error).__name__) from error
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+    def pool_status(self) -> PoolStatus:
+        pool = self.engine.pool
+        if isinstance(pool, QueuePool):
+            return PoolStatus(size=pool.size(), in_use=pool.checkedout())
+        # NullPool and StaticPool keep no count of their own.
+        return PoolStatus(size=0, in_use=0)
 
     async def warnings(self) -> list[str]:
         if not self._postgres:

@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.middleware.cors import CORSMiddleware
 
 from entrypoints.container import Container
-from entrypoints.http import errors, health, tasks
+from entrypoints.http import docs, errors, health, metrics, tasks
 from entrypoints.http.cursor import CursorCodec
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.middleware import BodyGuardMiddleware, RequestContextMiddleware
@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         description=API_DESCRIPTION,
         default_response_class=JSONResponse,
         lifespan=lifespan,
+        docs_url=None,  # /docs is docs.install's: Swagger UI 5 from a package, no CDN
+        redoc_url=None,
     )
     app.state.container = container
     # Resolved once here so the hot path reads attributes, not providers.
@@ -56,15 +58,17 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.task_service = container.task_service()
     app.state.token_verifier = container.token_verifier()
     app.state.rate_limiter = container.rate_limiter()
+    app.state.metrics = metrics.Metrics(app.state.storage)
     assert resolved.jwt_secret is not None
     app.state.cursor_codec = CursorCodec(resolved.jwt_secret.get_secret_value().encode())
 
     # The routes join the app's own table rather than an included router, so
     # that ``app.routes`` lists every APIRoute on any FastAPI version: the
     # 405 Allow header and the isolation tests read that table.
-    for router in (tasks.router, health.router):
+    for router in (tasks.router, health.router, metrics.router):
         app.router.routes.extend(router.routes)
     errors.install(app)
+    docs.install(app)
 
     app.add_middleware(BodyGuardMiddleware)
     if resolved.cors_origins:
@@ -80,9 +84,21 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                 "Idempotency-Key",
                 "X-Request-ID",
             ],
-            expose_headers=["ETag", "Location", "Link", "X-Request-ID", "Retry-After"],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Link",
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
         )
     app.add_middleware(RequestContextMiddleware)
+    # Outermost: it times the whole request and sees the 500 that the
+    # request-context layer makes of an unhandled error.
+    app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -61,12 +61,14 @@ async def authenticate(
     never locks a real user out.
     """
     if credentials is None:
+        request.app.state.metrics.auth_failed(None)
         await _spend(request, f"ip:{_client_ip(request)}")
         raise MissingToken()
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
         verified = await verifier.verify(credentials.credentials)
-    except InvalidToken:
+    except InvalidToken as error:
+        request.app.state.metrics.auth_failed(error.reason)
         await _spend(request, f"ip:{_client_ip(request)}")
         raise
     request.state.user_id = verified.user_id

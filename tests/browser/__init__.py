@@ -1,0 +1,1 @@
+"""Tests that drive a real browser (Debian's headless Chromium) against a real server."""

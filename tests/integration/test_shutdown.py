@@ -1,0 +1,292 @@
+"""Graceful shutdown of a real ``taskvault serve``: SIGTERM lets in-flight requests finish.
+
+The slow request is a real one: the test holds SQLite's write lock from its own
+connection (``BEGIN IMMEDIATE``), so the server's write waits on
+``busy_timeout`` exactly as it would behind a long transaction.
+
+The helpers here start real server processes for the other process-level tests
+(``test_logging``, ``test_workers``) too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
+
+from entrypoints.settings import Settings, describe_error
+from tests.support import make_token
+
+TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
+STARTUP_S = 30
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKVAULT_")}
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Server:
+    """A ``taskvault serve`` process in ``cwd``, with stderr kept for reading."""
+
+    process: subprocess.Popen[bytes]
+    base: str
+    port: int
+    cwd: Path
+    _stderr: list[bytes] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    def token(self, sub: str = "alice") -> str:
+        """A token signed with the secret the server made under ``var/``."""
+        secret = (self.cwd / "var" / "jwt-secret").read_text().strip()
+        return make_token(sub, secret=secret)
+
+    def headers(self, sub: str = "alice") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(sub)}"}
+
+    def stderr_lines(self) -> list[str]:
+        """Every line written to stderr so far (all of it once the process exited)."""
+        if self.process.poll() is not None and self._reader is not None:
+            self._reader.join(timeout=5)
+        return b"".join(self._stderr).decode().splitlines()
+
+    def log_records(self) -> list[dict[str, object]]:
+        records = []
+        for line in self.stderr_lines():
+            record = orjson.loads(line)
+            assert isinstance(record, dict), line
+            records.append(record)
+        return records
+
+    def gauge(self, name: str) -> float:
+        text = httpx.get(f"{self.base}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name:
+                    return float(sample.value)
+        raise AssertionError(f"{name} not in /metrics")
+
+
+@contextmanager
+def serving(cwd: Path, *args: str, **env: str) -> Iterator[Server]:
+    """``taskvault serve --port <free> *args`` in ``cwd``, healthy; stopped at the end."""
+    port = free_port()
+    process = subprocess.Popen(
+        [TASKVAULT, "serve", "--port", str(port), *args],
+        cwd=cwd,
+        env=server_env(**env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    server = Server(process=process, base=f"http://127.0.0.1:{port}", port=port, cwd=cwd)
+    assert process.stderr is not None
+    stream = process.stderr
+
+    def read() -> None:
+        for line in iter(stream.readline, b""):
+            server._stderr.append(line)
+
+    server._reader = threading.Thread(target=read, daemon=True)
+    server._reader.start()
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            assert process.poll() is None, "\n".join(server.stderr_lines())
+            try:
+                if httpx.get(f"{server.base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no /healthz within {STARTUP_S} s"
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_for(condition: str, check: object, timeout_s: float = 5.0) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting until {condition}"
+        time.sleep(0.05)
+
+
+@contextmanager
+def write_lock(database: Path) -> Iterator[sqlite3.Connection]:
+    """SQLite's write lock on ``database``, held by this process until the block ends."""
+    conn = sqlite3.connect(database, isolation_level=None, timeout=10)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+class Call(threading.Thread):
+    """One HTTP request on a thread of its own, on a fresh connection."""
+
+    def __init__(self, method: str, url: str, **kwargs: object) -> None:
+        super().__init__(daemon=True)
+        self.method, self.url, self.kwargs = method, url, kwargs
+        self.response: httpx.Response | None = None
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            with httpx.Client(timeout=20) as client:
+                self.response = client.request(self.method, self.url, **self.kwargs)  # type: ignore[arg-type]
+        except Exception as error:
+            self.error = error
+
+
+def _slow_patch(server: Server, task_id: str, title: str) -> Call:
+    """A PATCH that waits behind the test's write lock; started once it is in flight."""
+    call = Call(
+        "PATCH",
+        f"{server.base}/api/me/tasks/{task_id}",
+        json={"title": title},
+        headers=server.headers(),
+    )
+    call.start()
+    # In flight: the /metrics request that asks is the other one.
+    wait_for(
+        "the PATCH is in flight",
+        lambda: server.gauge("taskvault_http_requests_in_flight") >= 2,
+    )
+    return call
+
+
+def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) -> None:
+    database = tmp_path / "var" / "taskvault.db"
+    with serving(tmp_path, TASKVAULT_DB_TIMEOUT_S="10") as server:
+        created = httpx.post(
+            f"{server.base}/api/me/tasks", json={"title": "Before"}, headers=server.headers()
+        )
+        assert created.status_code == 201
+        task_id = created.json()["id"]
+        with write_lock(database):
+            locked_at = time.monotonic()
+            call = _slow_patch(server, task_id, "Finished during shutdown")
+            server.process.send_signal(signal.SIGTERM)
+            # It stops accepting at once, while the PATCH is still waiting.
+            wait_for("the port refuses connections", lambda: refuses_connections(server.port))
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"{server.base}/healthz", timeout=2)
+            assert call.is_alive()
+            assert server.process.poll() is None
+            time.sleep(max(0.0, 2.0 - (time.monotonic() - locked_at)))
+        call.join(timeout=15)
+        assert call.error is None, repr(call.error)
+        assert call.response is not None
+        assert call.response.status_code == 200, call.response.text
+        assert call.response.json()["title"] == "Finished during shutdown"
+        assert server.process.wait(timeout=15) == 0
+
+    records = server.log_records()
+    messages = [record["message"] for record in records]
+    assert "Shutting down" in messages
+    # The lifespan ran to its end: the pool was closed after the PATCH.
+    assert "Application shutdown complete." in messages
+    patch = [r for r in records if r["message"] == "request" and r["method"] == "PATCH"]
+    assert [(r["status"], r["route"]) for r in patch] == [(200, "/api/{user_id}/tasks/{task_id}")]
+    # Every connection was closed: SQLite removes the WAL file with the last one.
+    assert not database.with_name("taskvault.db-wal").exists()
+    with sqlite3.connect(database) as conn:
+        titles = conn.execute("SELECT title FROM tasks").fetchall()
+    assert titles == [("Finished during shutdown",)]
+
+
+def test_the_grace_period_bounds_the_wait(tmp_path: Path) -> None:
+    """Past the grace period the request is cancelled and the process exits 0 at once,
+    even though SQLite's driver thread is still waiting for the lock."""
+    database = tmp_path / "var" / "taskvault.db"
+    grace_s = 1
+    env = {"TASKVAULT_SHUTDOWN_GRACE_S": str(grace_s), "TASKVAULT_DB_TIMEOUT_S": "10"}
+    with serving(tmp_path, **env) as server:
+        created = httpx.post(
+            f"{server.base}/api/me/tasks", json={"title": "Before"}, headers=server.headers()
+        )
+        task_id = created.json()["id"]
+        with write_lock(database):
+            call = _slow_patch(server, task_id, "Never applied")
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            # Gone while this process still holds the lock the PATCH waits for.
+            assert server.process.wait(timeout=grace_s + 8) == 0
+            exited_after = time.monotonic() - signalled
+        call.join(timeout=10)
+
+    assert grace_s - 0.1 <= exited_after < grace_s + 2, exited_after
+    records = server.log_records()
+    times = {
+        str(record["message"]): datetime.fromisoformat(str(record["time"]))
+        for record in records
+        if record["logger"] == "uvicorn.error"
+    }
+    cancelled = "Cancel 1 running task(s), timeout graceful shutdown exceeded"
+    waited = (times[cancelled] - times["Shutting down"]).total_seconds()
+    assert grace_s - 0.1 <= waited < grace_s + 1, waited
+    assert "Application shutdown complete." in times
+    # The client lost the connection without an answer, and nothing changed.
+    assert call.response is None, call.response
+    assert isinstance(call.error, httpx.TransportError), repr(call.error)
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT title FROM tasks").fetchall() == [("Before",)]
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", "soon"])
+def test_a_bad_grace_period_is_refused_naming_the_variable(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKVAULT_SHUTDOWN_GRACE_S", value)
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert describe_error(raised.value).startswith("invalid setting TASKVAULT_SHUTDOWN_GRACE_S: ")
+
+
+def test_the_grace_period_defaults_to_10_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TASKVAULT_SHUTDOWN_GRACE_S", raising=False)
+    assert Settings(_env_file=None).shutdown_grace_s == 10  # type: ignore[call-arg]
+    monkeypatch.setenv("TASKVAULT_SHUTDOWN_GRACE_S", "0")
+    assert Settings(_env_file=None).shutdown_grace_s == 0  # type: ignore[call-arg]
