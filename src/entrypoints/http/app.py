@@ -116,7 +116,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             for operation in path_item.values():
                 for status, response in operation.get("responses", {}).items():
                     content = response.get("content", {})
-                    if status[0] in "45" and "application/json" in content:
+                    body = content.get("application/json", {}).get("schema", {})
+                    if status[0] in "45" and body.get("$ref", "").endswith("/Problem"):
                         content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
         app.openapi_schema = schema
     return app.openapi_schema

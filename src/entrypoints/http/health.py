@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from application.errors import StorageUnavailable
@@ -12,7 +15,11 @@ from entrypoints.http.jsonbody import JSONResponse
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Liveness: 200 while the process runs")
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+
+
+@router.get("/healthz", summary="Liveness: 200 while the process runs", response_model=Health)
 async def healthz() -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -20,7 +27,14 @@ async def healthz() -> Response:
 @router.get(
     "/readyz",
     summary="Readiness: 200 when the database answers, else 503",
-    responses={503: {"description": "The database does not answer."}},
+    response_model=Health,
+    responses={
+        503: {
+            "description": "The database does not answer.",
+            "model": Health,
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        }
+    },
 )
 async def readyz(request: Request) -> Response:
     try:
