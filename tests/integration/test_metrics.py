@@ -166,8 +166,10 @@ async def test_authentication_failures_are_counted_by_bounded_reason(
     assert value(after, AUTH_FAILURES, reason="invalid", detail="expired") == 1
     assert value(after, AUTH_FAILURES, reason="invalid", detail="algorithm") == 1
     assert value(after, AUTH_FAILURES, reason="invalid", detail="claims") == 1
-    # Garbage, a foreign signature and a missing exp: python-jose's generic JWTError.
-    assert value(after, AUTH_FAILURES, reason="invalid", detail="rejected") == 3
+    # A token that is not a JWT at all is malformed before any key is chosen.
+    assert value(after, AUTH_FAILURES, reason="invalid", detail="malformed") == 1
+    # A foreign signature and a missing exp: python-jose's generic JWTError.
+    assert value(after, AUTH_FAILURES, reason="invalid", detail="rejected") == 2
     assert sum(v for (name, _), v in after.items() if name == AUTH_FAILURES) == len(attempts)
     # Exception text never becomes a label value.
     for raw in ("JWTError", "Signature", "bad sub", "must be", "ExpiredSignature"):

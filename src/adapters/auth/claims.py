@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from jose import jwt
+from jose.exceptions import JOSEError
+
 from application.errors import InvalidToken
 from application.principal import Principal
 from domain.errors import InvalidTask
@@ -11,6 +14,44 @@ from domain.task import check_owner
 
 MAX_TOKEN_LENGTH = 16_384
 """Longer bearer tokens are refused before any parsing."""
+
+
+class ClaimRules:
+    """The claim checks of one deployment, applied after a key was chosen."""
+
+    def __init__(self, *, issuer: str | None, audience: str | None, leeway_s: int) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self._options = decode_options(issuer=issuer, audience=audience, leeway_s=leeway_s)
+
+    def principal(self, token: str, key: Any, algorithm: str) -> Principal:
+        """Verify ``token`` with ``key`` under exactly ``algorithm``; its caller."""
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                issuer=self.issuer,
+                audience=self.audience,
+                options=self._options,
+            )
+        except JOSEError as error:
+            raise InvalidToken(type(error).__name__) from None
+        except (ValueError, TypeError, KeyError) as error:
+            # Malformed input can escape python-jose as a plain exception.
+            raise InvalidToken(type(error).__name__) from None
+        return principal_from(claims)
+
+
+def unverified_header(token: str) -> dict[str, Any]:
+    """The token's header, read only to choose a key; a bad token is a 401."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("token too long")
+    try:
+        header: dict[str, Any] = jwt.get_unverified_header(token)
+    except (JOSEError, ValueError, TypeError, KeyError):
+        raise InvalidToken("malformed token") from None
+    return header
 
 
 def decode_options(*, issuer: str | None, audience: str | None, leeway_s: int) -> dict[str, Any]:

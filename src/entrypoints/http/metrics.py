@@ -62,6 +62,7 @@ _DETAIL_OF_REASON = {
     "token too long": "malformed",
     "malformed token": "malformed",
     "malformed kid": "malformed",
+    "unusable key": "unknown_key",
     "ValueError": "malformed",
     "TypeError": "malformed",
     "KeyError": "malformed",
