@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format clean bench
+.PHONY: install run test lint format clean bench soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "taskvault needs Python 3.11 or newer (set PYTHON=...)")'
@@ -36,6 +36,11 @@ bench: install
 	@command -v wrk >/dev/null 2>&1 || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
+
+# Soak, not part of `make test` (README "Reliability"): a real taskvault on PostgreSQL
+# (database taskvault_soak, recreated and dropped) at a fixed rate. SOAK_SECONDS, SOAK_RATE.
+soak: install
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -19,7 +20,7 @@ def create_engine(url: str, *, timeout_s: float = 5.0, pool_size: int = 10) -> A
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database, timeout_s)
     if parsed.get_backend_name() == "postgresql":
-        return create_async_engine(
+        engine = create_async_engine(
             url,
             pool_size=pool_size,
             # No overflow: an overflow connection is closed when returned, so
@@ -36,7 +37,37 @@ def create_engine(url: str, *, timeout_s: float = 5.0, pool_size: int = 10) -> A
                 },
             },
         )
+        _replace_closed_connections(engine)
+        return engine
     raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
+
+
+_NEW = "taskvault_new"
+
+
+def _replace_closed_connections(engine: AsyncEngine) -> None:
+    """Swap a pooled connection the server closed for a fresh one, at checkout.
+
+    After a PostgreSQL restart every pooled connection is dead; asyncpg
+    already knows (the server's goodbye closed the socket), so ``is_closed()``
+    finds them without the round trip ``pool_pre_ping`` would cost on every
+    checkout. A connection lost without notice fails its first statement
+    instead: a 503, and the unit of work invalidates it (postgres.py).
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_NEW] = True
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # A brand-new connection is not checked: should the server close it
+        # already, raising again would exhaust the pool's two attempts with an
+        # error that is no outage; its first statement fails (503) instead.
+        if record.info.pop(_NEW, False):
+            return
+        if dbapi_connection.driver_connection.is_closed():
+            raise sa_exc.DisconnectionError("connection closed by the server")
 
 
 def _sqlite_engine(url: str, database: str | None, timeout_s: float) -> AsyncEngine:

@@ -26,6 +26,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from adapters.sqlalchemy import statements as sql
 from adapters.sqlalchemy.errors import unavailable
 from adapters.sqlalchemy.row_security import USER_SETTING
+from application.errors import StorageUnavailable
 from application.ports import IdempotentOutcome
 from application.queries import TaskQuery
 from domain.task import Task
@@ -159,16 +160,19 @@ class PgUnitOfWork:
             self._driver = raw.driver_connection
             await self.driver.execute(begin_batch(self._user_id, write=self._write))
         except Exception as error:
+            mapped = self._mapped(error)
             await self._release(broken=True)
-            raise unavailable(error) from error
+            raise mapped from error
         self._open = True
         self.tasks = PgTaskRepository(self.driver)
         self.idempotency = PgIdempotencyStore(self.driver)
         return self
 
     async def commit(self) -> None:
-        self._open = False
         await self.driver.execute("COMMIT")
+        # Only now: a COMMIT that failed or timed out leaves the connection in
+        # doubt, and ``__aexit__`` must not return it to the pool as it is.
+        self._open = False
 
     async def __aexit__(
         self,
@@ -176,24 +180,57 @@ class PgUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        broken = False
-        if self._open:
-            self._open = False
-            try:
-                await self.driver.execute("ROLLBACK")
-            except Exception:
-                broken = True
-        await self._release(broken=broken)
-        if isinstance(exc, Exception):
-            mapped = unavailable(exc)
-            if mapped is not exc:
-                raise mapped from exc
+        mapped = self._mapped(exc) if isinstance(exc, Exception) else None
+        reusable = not self._open
+        self._open = False
+        try:
+            if not reusable and _can_roll_back(exc, mapped):
+                reusable = await self._rollback()
+        finally:
+            await self._release(broken=not reusable)
+        if mapped is not None and mapped is not exc:
+            raise mapped from exc
+
+    def _mapped(self, error: Exception) -> Exception:
+        """``StorageUnavailable`` for an outage, else ``error`` itself.
+
+        Any error on a connection that is now closed is an outage: the server
+        went away mid-statement, which asyncpg sometimes reports as an
+        ``InternalClientError`` about its protocol state.
+        """
+        lost = self._driver is not None and self._driver.is_closed()
+        if lost and not isinstance(error, StorageUnavailable):
+            return StorageUnavailable(type(error).__name__)
+        return unavailable(error)
+
+    async def _rollback(self) -> bool:
+        try:
+            await self.driver.execute("ROLLBACK")
+        except Exception:
+            return False
+        return True
 
     async def _release(self, *, broken: bool) -> None:
-        pooled, self._pooled, self._driver = self._pooled, None, None
+        pooled, driver = self._pooled, self._driver
+        self._pooled = self._driver = None
         if pooled is None:
             return
         # A connection left mid-transaction or dead must not go back to the pool.
         if broken:
+            # Dropped at once: a graceful close would wait on a server that
+            # may not answer (SQLAlchemy allows it 2 s more).
+            if driver is not None:
+                driver.terminate()
             await pooled.invalidate()
         await pooled.close()
+
+
+def _can_roll_back(error: BaseException | None, mapped: Exception | None) -> bool:
+    """False after an outage or a cancellation.
+
+    The connection is then dead, or mid-statement after a timeout: a ROLLBACK
+    would only wait on it again, up to another statement timeout.
+    """
+    if error is None:
+        return True
+    return isinstance(error, Exception) and not isinstance(mapped, StorageUnavailable)
