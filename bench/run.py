@@ -1111,7 +1111,7 @@ def bench(h: Harness) -> int:
         "would answer 429), TASKVAULT_LOG_LEVEL=WARNING (no per-request log line)"
         + (
             f", pool TASKVAULT_DB_POOL_SIZE={os.environ.get('TASKVAULT_DB_POOL_SIZE', '10')} "
-            "(+ as many overflow connections)."
+            "(no overflow)."
             if o.db == "postgres"
             else "."
         ),
