@@ -12,6 +12,22 @@ from jose import jwt
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 USERS = ("alice", "bob", "carol")
+TASK_KEYS = frozenset(
+    {
+        "id",
+        "user_id",
+        "title",
+        "description",
+        "completed",
+        "priority",
+        "due_at",
+        "completed_at",
+        "created_at",
+        "updated_at",
+        "version",
+    }
+)
+"""The fields of a Task as the API returns it (the contract's example)."""
 
 
 def make_token(

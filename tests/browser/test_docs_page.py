@@ -29,7 +29,7 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect, sync_playwright
 
-from tests.support import SECRET
+from tests.support import SECRET, TASK_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "var" / "docs-screenshot.png"
@@ -48,19 +48,6 @@ INSTALL_HINT = "apt-get update && apt-get install -y chromium chromium-driver"
 LOOPBACK = "127.0.0.1"
 STEP_TIMEOUT_MS = 15_000
 TITLE = "Written in Swagger UI"
-TASK_FIELDS = {
-    "id",
-    "user_id",
-    "title",
-    "description",
-    "completed",
-    "priority",
-    "due_at",
-    "completed_at",
-    "created_at",
-    "updated_at",
-    "version",
-}
 WRITABLE_FIELDS = {"title", "description", "completed", "priority", "due_at"}
 
 
@@ -254,7 +241,7 @@ def test_docs_page_authorizes_creates_and_lists_with_the_network_closed(
     assert created["priority"] == "high"
     assert created["user_id"] == "alice"
     assert created["version"] == 1
-    assert set(_documented_example(create, 201)) == set(created) == TASK_FIELDS
+    assert set(_documented_example(create, 201)) == set(created) == TASK_KEYS
 
     # persistAuthorization: the token survives a reload of the page.
     page.reload()
@@ -269,7 +256,7 @@ def test_docs_page_authorizes_creates_and_lists_with_the_network_closed(
     expect(listing.locator(".live-responses-table")).to_contain_text(TITLE)
     documented = _documented_example(listing, 200)
     assert isinstance(documented, list)
-    assert set(documented[0]) == TASK_FIELDS
+    assert set(documented[0]) == TASK_KEYS
 
     # The screenshot shows the list call as a person sees it: curl, URL, response.
     SCREENSHOT.parent.mkdir(exist_ok=True)

@@ -14,24 +14,9 @@ from urllib.parse import quote
 
 import httpx
 
-from tests.support import auth
+from tests.support import TASK_KEYS, auth
 
 PROBLEM = "application/problem+json"
-TASK_KEYS = frozenset(
-    {
-        "id",
-        "user_id",
-        "title",
-        "description",
-        "completed",
-        "priority",
-        "due_at",
-        "completed_at",
-        "created_at",
-        "updated_at",
-        "version",
-    }
-)
 PROBLEM_KEYS = frozenset({"type", "title", "status", "detail"})
 _LINK_NEXT = re.compile(r'<([^>]*)>\s*;\s*rel="next"')
 

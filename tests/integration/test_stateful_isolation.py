@@ -58,7 +58,7 @@ from adapters.sqlalchemy import SqlStorage
 from adapters.sqlalchemy.tables import tasks as tasks_table
 from entrypoints.http import create_app
 from entrypoints.settings import Settings
-from tests.support import SECRET, USERS, auth
+from tests.support import SECRET, TASK_KEYS, USERS, auth
 
 FIRST_CREATES = (3, 8)
 MIN_STEPS = 10
@@ -101,21 +101,6 @@ PIVOTS = ("2026-12-01T17:00:00Z", "2026-12-01T12:00:00+01:00")
 # No letters that could spell a user id, so a user id in a body is a leak;
 # LIKE wildcards, to check that a search treats them literally.
 TEXT_ALPHABET = "aAxyZ_% 1"
-TASK_KEYS = frozenset(
-    {
-        "id",
-        "user_id",
-        "title",
-        "description",
-        "completed",
-        "priority",
-        "due_at",
-        "completed_at",
-        "created_at",
-        "updated_at",
-        "version",
-    }
-)
 TIME_KEYS = ("due_at", "completed_at", "created_at", "updated_at")
 LINK = re.compile(r'<([^>]+)>; rel="next"')
 
