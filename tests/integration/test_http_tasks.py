@@ -18,7 +18,6 @@ from fastapi.routing import APIRoute
 
 from tests.integration.test_http_helpers import (
     PROBLEM,
-    TASK_KEYS,
     Json,
     assert_api_headers,
     assert_problem,
@@ -32,7 +31,7 @@ from tests.integration.test_http_helpers import (
     parse_time,
     tasks_url,
 )
-from tests.support import auth
+from tests.support import TASK_KEYS, auth
 
 MAX_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
