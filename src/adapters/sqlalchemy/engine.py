@@ -73,7 +73,9 @@ def _replace_closed_connections(engine: AsyncEngine) -> None:
 def _sqlite_engine(url: str, database: str | None, timeout_s: float) -> AsyncEngine:
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": timeout_s})
+    # The same bound on waiting for a pooled connection as on a lock (the
+    # pool's own default would be 30 s).
+    engine = create_async_engine(url, pool_timeout=timeout_s, connect_args={"timeout": timeout_s})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
