@@ -36,12 +36,16 @@ def _path(request: Request) -> str:
     return request.url.path
 
 
-def _not_found(request: Request, _: Exception) -> Response:
-    return problem_response(404, "Task not found.", instance=_path(request))
+Handler = Callable[[Request, Exception], Response | Awaitable[Response]]
 
 
-def _forbidden(request: Request, _: Exception) -> Response:
-    return problem_response(403, "You can only access your own tasks.", instance=_path(request))
+def _fixed(status: int, detail: str, headers: dict[str, str] | None = None) -> Handler:
+    """A handler whose answer depends only on the error's type."""
+
+    def handler(request: Request, _: Exception) -> Response:
+        return problem_response(status, detail, instance=_path(request), headers=headers)
+
+    return handler
 
 
 def _invalid_task(request: Request, error: Exception) -> Response:
@@ -61,30 +65,6 @@ def _invalid_query(request: Request, error: Exception) -> Response:
 def _unprocessable(request: Request, errors: list[dict[str, Any]]) -> Response:
     return problem_response(
         422, "The request is not valid.", instance=_path(request), errors=errors
-    )
-
-
-def _precondition_failed(request: Request, _: Exception) -> Response:
-    return problem_response(
-        412, "If-Match does not match the task's current ETag.", instance=_path(request)
-    )
-
-
-def _concurrent_update(request: Request, _: Exception) -> Response:
-    return problem_response(
-        409,
-        "The task changed repeatedly while this update was applied; retry.",
-        instance=_path(request),
-        headers={"Retry-After": "1"},
-    )
-
-
-def _in_flight(request: Request, _: Exception) -> Response:
-    return problem_response(
-        409,
-        "A request with this Idempotency-Key is still in flight; retry shortly.",
-        instance=_path(request),
-        headers={"Retry-After": "1"},
     )
 
 
@@ -108,33 +88,6 @@ def _rate_limited(request: Request, error: Exception) -> Response:
         "Too many requests; slow down.",
         instance=_path(request),
         headers={"Retry-After": str(max(1, error.retry_after_s))},
-    )
-
-
-def _missing_token(request: Request, _: Exception) -> Response:
-    return problem_response(
-        401,
-        "A bearer token is required.",
-        instance=_path(request),
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
-def _invalid_token(request: Request, _: Exception) -> Response:
-    return problem_response(
-        401,
-        "The bearer token is not valid.",
-        instance=_path(request),
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-    )
-
-
-def _unavailable(request: Request, _: Exception) -> Response:
-    return problem_response(
-        503,
-        "The database is unavailable; retry later.",
-        instance=_path(request),
-        headers={"Retry-After": RETRY_AFTER_S},
     )
 
 
@@ -182,21 +135,33 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-Handler = Callable[[Request, Exception], Response | Awaitable[Response]]
-
 HANDLERS: dict[type[Exception], Handler] = {
-    TaskNotFound: _not_found,
-    Forbidden: _forbidden,
+    TaskNotFound: _fixed(404, "Task not found."),
+    Forbidden: _fixed(403, "You can only access your own tasks."),
+    PreconditionFailed: _fixed(412, "If-Match does not match the task's current ETag."),
+    ConcurrentUpdate: _fixed(
+        409,
+        "The task changed repeatedly while this update was applied; retry.",
+        {"Retry-After": "1"},
+    ),
+    RequestInFlight: _fixed(
+        409,
+        "A request with this Idempotency-Key is still in flight; retry shortly.",
+        {"Retry-After": "1"},
+    ),
+    MissingToken: _fixed(401, "A bearer token is required.", {"WWW-Authenticate": "Bearer"}),
+    InvalidToken: _fixed(
+        401,
+        "The bearer token is not valid.",
+        {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    ),
+    StorageUnavailable: _fixed(
+        503, "The database is unavailable; retry later.", {"Retry-After": RETRY_AFTER_S}
+    ),
     InvalidTask: _invalid_task,
     InvalidQuery: _invalid_query,
-    PreconditionFailed: _precondition_failed,
-    ConcurrentUpdate: _concurrent_update,
-    RequestInFlight: _in_flight,
     RateLimited: _rate_limited,
     IdempotencyKeyReused: _key_reused,
-    MissingToken: _missing_token,
-    InvalidToken: _invalid_token,
-    StorageUnavailable: _unavailable,
     RequestValidationError: _request_validation,
     StarletteHTTPException: _http_exception,
 }
