@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect, sync_playwright
 
+from tests.processes import LOOPBACK, free_port, serving
 from tests.support import SECRET, TASK_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +44,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 INSTALL_HINT = "apt-get update && apt-get install -y chromium chromium-driver"
-LOOPBACK = "127.0.0.1"
 STEP_TIMEOUT_MS = 15_000
 TITLE = "Written in Swagger UI"
 WRITABLE_FIELDS = {"title", "description", "completed", "priority", "due_at"}
@@ -82,53 +80,22 @@ class Server:
         return result.stdout.strip()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """``taskvault serve`` on SQLite in ``tmp_path``, on a free loopback port."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKVAULT_")}
     env["TASKVAULT_JWT_SECRET"] = SECRET
     env["TASKVAULT_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'taskvault.db'}"
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [TASKVAULT, "serve", "--host", LOOPBACK, "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    port = free_port()
     base = f"http://{LOOPBACK}:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"taskvault serve exited early:\n{log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"taskvault serve did not answer within 30 s:\n{log.read_text()[-2000:]}"
-                )
-            time.sleep(0.2)
+    with serving(
+        [TASKVAULT, "serve", "--host", LOOPBACK, "--port", str(port)],
+        ready_url=f"{base}/healthz",
+        log=tmp_path / "serve.log",
+        cwd=tmp_path,
+        env=env,
+    ):
         yield Server(base, tmp_path, env)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @dataclass

@@ -17,9 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from jose import jwt
 from adapters.sqlalchemy.migrate import upgrade
 from entrypoints.http import create_app
 from entrypoints.settings import Settings
+from tests.processes import LOOPBACK, free_port, serving
 from tests.support import SECRET
 
 IDP = Path(__file__).resolve().parents[1] / "idp"
@@ -40,7 +39,6 @@ NODE_MISSING = (
     "node not found: the Better Auth test needs Node.js 20 or newer "
     "(then `npm ci --prefix tests/idp`)"
 )
-LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 30.0
 NPM_CI_TIMEOUT_S = 600
@@ -67,13 +65,6 @@ def node() -> str:
     return node
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True)
 class BetterAuth:
     base: str
@@ -88,7 +79,7 @@ class BetterAuth:
 def better_auth(request: pytest.FixtureRequest, node: str, tmp_path: Path) -> Iterator[BetterAuth]:
     """``tests/idp/server.mjs`` on a free loopback port, signing with the param's algorithm."""
     algorithm: str = request.param
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "IDP_PORT": str(port),
@@ -97,39 +88,16 @@ def better_auth(request: pytest.FixtureRequest, node: str, tmp_path: Path) -> It
         "BETTER_AUTH_SECRET": secrets.token_urlsafe(48),
         "NODE_ENV": "test",
     }
-    log = tmp_path / "better-auth.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [node, str(IDP / "server.mjs")],
-            cwd=IDP,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
     base = f"http://{LOOPBACK}:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"Better Auth exited early:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/api/auth/ok", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"Better Auth did not answer in {START_TIMEOUT_S} s:\n{log.read_text()}"
-                )
-            time.sleep(0.2)
+    with serving(
+        [node, str(IDP / "server.mjs")],
+        ready_url=f"{base}/api/auth/ok",
+        log=tmp_path / "better-auth.log",
+        cwd=IDP,
+        env=env,
+        timeout_s=START_TIMEOUT_S,
+    ):
         yield BetterAuth(base, algorithm)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @dataclass(frozen=True)

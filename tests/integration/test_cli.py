@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 from jose import jwt
 
 from entrypoints.secret import load_or_create_secret
+from tests.processes import LOOPBACK, free_port, serving
 from tests.support import SECRET
 
 TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
@@ -32,13 +32,6 @@ def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[
     return subprocess.run(
         [TASKVAULT, *args], cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=60
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_token_is_signed_with_the_configured_secret(tmp_path: Path) -> None:
@@ -100,30 +93,15 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [TASKVAULT, "serve", "--port", str(port)],
+    base = f"http://{LOOPBACK}:{free_port()}"
+    with serving(
+        [TASKVAULT, "serve", "--port", base.rsplit(":", 1)[1]],
+        ready_url=f"{base}/healthz",
+        log=tmp_path / "serve.log",
         cwd=tmp_path,
         env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("taskvault serve did not answer /healthz within 30 s")
+    ):
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def test_serve_accepts_a_token_from_the_token_command(server: str, tmp_path: Path) -> None:

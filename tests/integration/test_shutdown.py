@@ -31,17 +31,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from entrypoints.settings import Settings, describe_error
+from tests.processes import free_port
 from tests.support import make_token
 
 TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
 STARTUP_S = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def server_env(**overrides: str) -> dict[str, str]:

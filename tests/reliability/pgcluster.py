@@ -12,11 +12,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.processes import free_port
 
 BIN_NAMES = ("initdb", "pg_ctl", "postgres")
 OS_USER = "postgres"
@@ -33,13 +34,6 @@ def find_bin_dir() -> Path | None:
         if all((folder / name).is_file() for name in BIN_NAMES):
             return folder
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _run_as_prefix() -> list[str]:

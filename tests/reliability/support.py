@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from adapters.sqlalchemy.migrate import upgrade
-from tests.reliability.pgcluster import free_port
+from tests.processes import free_port
 from tests.support import SECRET
 
 TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
