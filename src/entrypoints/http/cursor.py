@@ -57,7 +57,7 @@ class CursorCodec:
 
     def _mac(self, user_id: str, payload: bytes) -> bytes:
         message = user_id.encode("utf-8", "surrogatepass") + b"\0" + payload
-        return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC_BYTES]
+        return hmac.digest(self._key, message, "sha256")[:_MAC_BYTES]
 
 
 def _pack(value: SortValue) -> tuple[str, Any]:
