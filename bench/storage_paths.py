@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from adapters.sqlalchemy.engine import create_engine
+from adapters.sqlalchemy.pool import PgPool
 from adapters.sqlalchemy.postgres import PgUnitOfWork
 from adapters.sqlalchemy.storage import SqlUnitOfWork
 from application.ports import UnitOfWork
@@ -48,6 +49,7 @@ async def measure(name: str, make: Callable[[str], UnitOfWork], count: int) -> f
 
 async def main(count: int) -> None:
     engine = create_engine(URL, pool_size=4)
+    pool = PgPool(engine)
     try:
         sqlalchemy = await measure(
             "SQLAlchemy execution (SqlUnitOfWork)",
@@ -55,11 +57,12 @@ async def main(count: int) -> None:
             count,
         )
         beneath = await measure(
-            "asyncpg beneath the pool (PgUnitOfWork)",
-            lambda user: PgUnitOfWork(engine, user, write=False),
+            "asyncpg and its pool (PgUnitOfWork)",
+            lambda user: PgUnitOfWork(pool, user, write=False),
             count,
         )
     finally:
+        await pool.close()
         await engine.dispose()
     print(f"ratio: {sqlalchemy / beneath:.1f}x the CPU through SQLAlchemy's execution path")
 

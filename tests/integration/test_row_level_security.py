@@ -23,6 +23,7 @@ from adapters.sqlalchemy.engine import create_engine
 from adapters.sqlalchemy.postgres import PgUnitOfWork
 from adapters.system import SystemClock
 from application.ports import UnitOfWork
+from application.queries import Sort, SortField, Status, TaskFilter, TaskQuery
 from domain.task import Task, TaskFields
 from entrypoints.http import create_app
 from entrypoints.settings import Settings
@@ -97,17 +98,18 @@ async def _titles_as_admin(url: str) -> dict[str, list[str]]:
     return found
 
 
-def _session(uow: UnitOfWork) -> asyncpg.Connection:
-    """The app's own database session inside the unit of work."""
+async def _session(uow: UnitOfWork) -> asyncpg.Connection:
+    """The app's own database session inside the unit of work's transaction."""
     assert isinstance(uow, PgUnitOfWork)
-    return uow.driver
+    return await uow.session()
 
 
 async def test_unscoped_select_sees_only_the_current_users_rows(storage: SqlStorage) -> None:
     await _seed(storage, "alice", 3)
     await _seed(storage, "bob", 2)
     async with storage.unit_of_work("alice", write=False) as uow:
-        rows = await _session(uow).fetch("SELECT user_id FROM tasks")
+        session = await _session(uow)
+        rows = await session.fetch("SELECT user_id FROM tasks")
     assert [row["user_id"] for row in rows] == ["alice"] * 3
 
 
@@ -117,7 +119,8 @@ async def test_unscoped_update_touches_only_the_current_users_rows(
     await _seed(storage, "alice", 2)
     await _seed(storage, "bob", 2)
     async with storage.unit_of_work("alice", write=True) as uow:
-        status = await _session(uow).execute("UPDATE tasks SET title = 'owned'")
+        session = await _session(uow)
+        status = await session.execute("UPDATE tasks SET title = 'owned'")
         await uow.commit()
     assert status == "UPDATE 2"
     titles = await _titles_as_admin(postgres_url)
@@ -131,19 +134,72 @@ async def test_unscoped_delete_touches_only_the_current_users_rows(
     await _seed(storage, "alice", 2)
     await _seed(storage, "bob", 2)
     async with storage.unit_of_work("bob", write=True) as uow:
-        await _session(uow).execute("DELETE FROM tasks")
+        session = await _session(uow)
+        await session.execute("DELETE FROM tasks")
         await uow.commit()
     assert set(await _titles_as_admin(postgres_url)) == {"alice"}
 
 
 async def test_writing_a_row_for_another_user_is_refused(storage: SqlStorage) -> None:
-    with pytest.raises(asyncpg.PostgresError, match="row-level security"):
-        async with storage.unit_of_work("alice", write=True) as uow:
-            await _session(uow).execute(
+    async with storage.unit_of_work("alice", write=True) as uow:
+        session = await _session(uow)
+        with pytest.raises(asyncpg.PostgresError, match="row-level security"):
+            await session.execute(
                 "INSERT INTO tasks (user_id, id, title, completed, priority, created_at, "
                 "updated_at, version, search_text) VALUES ('bob', gen_random_uuid(), 'planted', "
                 "false, 2, now(), now(), 1, 'planted')"
             )
+
+
+_READS = [
+    TaskQuery(),
+    TaskQuery(sort=Sort(SortField.TITLE, descending=False), limit=1),
+    TaskQuery(filter=TaskFilter(status=Status.PENDING, text="alice")),
+    TaskQuery(sort=Sort(SortField.DUE_AT)),
+]
+
+
+@pytest.mark.parametrize("plans", ["force_custom_plan", "force_generic_plan"])
+async def test_a_single_statement_read_sets_the_user_before_it_scans(
+    storage: SqlStorage, plans: str
+) -> None:
+    """Reads outside a transaction set the user inside the statement itself
+    (postgres.py ``_as_owner``): were it set after the scan began, RLS would
+    hide the owner's own rows. A new connection has never set it before."""
+    alice = await _seed(storage, "alice", 3)
+    await _seed(storage, "bob", 2)
+    await storage.close()
+    async with storage.unit_of_work("alice", write=False) as uow:
+        assert isinstance(uow, PgUnitOfWork)
+        await uow.driver.execute(f"SET plan_cache_mode = {plans}")
+        # Several times: PostgreSQL may switch a prepared statement to a
+        # generic plan after five runs.
+        for _ in range(7):
+            for query in _READS:
+                found = await uow.tasks.list("alice", query)
+                expected = min(query.limit + 1, 3)  # one more tells of a next page
+                assert len(found) == expected
+                assert {task.user_id for task in found} == {"alice"}
+            for task in alice:
+                assert await uow.tasks.get("alice", task.id) == task
+
+
+async def test_a_single_statement_read_leaves_no_user_behind(storage: SqlStorage) -> None:
+    alice = await _seed(storage, "alice", 2)
+    async with storage.unit_of_work("alice", write=False) as uow:
+        assert isinstance(uow, PgUnitOfWork)
+        assert await uow.tasks.get("alice", alice[0].id) is not None
+        assert await uow.tasks.list("alice", TaskQuery()) != []
+        # The same connection, after the reads' implicit transactions ended.
+        assert await uow.driver.fetchval("SELECT count(*) FROM tasks") == 0
+        assert not await uow.driver.fetchval("SELECT current_setting('taskvault.user_id', true)")
+
+
+async def test_a_single_statement_read_finds_nothing_of_another_user(storage: SqlStorage) -> None:
+    bob = await _seed(storage, "bob", 2)
+    async with storage.unit_of_work("alice", write=False) as uow:
+        assert await uow.tasks.list("alice", TaskQuery()) == []
+        assert await uow.tasks.get("alice", bob[0].id) is None
 
 
 async def test_a_connection_without_a_user_sees_nothing(
@@ -161,14 +217,16 @@ async def test_a_connection_without_a_user_sees_nothing(
 async def test_idempotency_keys_are_confined_too(storage: SqlStorage) -> None:
     tasks = await _seed(storage, "bob", 1)
     async with storage.unit_of_work("bob", write=True) as uow:
-        await _session(uow).execute(
+        session = await _session(uow)
+        await session.execute(
             "INSERT INTO idempotency_keys (user_id, key, fingerprint, task, created_at) "
             "VALUES ('bob', 'k', 'f', $1, now())",
             str(tasks[0].id),
         )
         await uow.commit()
     async with storage.unit_of_work("alice", write=False) as uow:
-        count = await _session(uow).fetchval("SELECT count(*) FROM idempotency_keys")
+        session = await _session(uow)
+        count = await session.fetchval("SELECT count(*) FROM idempotency_keys")
     assert count == 0
 
 

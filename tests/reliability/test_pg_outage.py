@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from adapters.sqlalchemy.engine import create_engine
+from adapters.sqlalchemy.pool import PgPool
 from adapters.sqlalchemy.postgres import PgUnitOfWork
 from adapters.sqlalchemy.storage import SqlStorage
 from application.errors import StorageUnavailable
@@ -237,11 +238,12 @@ async def _raise_in_unit_of_work(url: str, *, lose_connection: bool) -> BaseExce
     """What a unit of work makes of asyncpg's InternalClientError, with the
     connection lost (as when the server shut down mid-statement) or not."""
     engine = create_engine(url, timeout_s=TIMEOUT_S, pool_size=1)
+    pool = PgPool(engine)
     admin = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string())
     try:
         caught: Exception | None = None
         try:
-            async with PgUnitOfWork(engine, "u", write=False) as uow:
+            async with PgUnitOfWork(pool, "u", write=False) as uow:
                 if lose_connection:
                     pid = uow.driver.get_server_pid()
                     await admin.execute("SELECT pg_terminate_backend($1)", pid)
@@ -255,11 +257,12 @@ async def _raise_in_unit_of_work(url: str, *, lose_connection: bool) -> BaseExce
             caught = error
         assert caught is not None
         # The only pooled connection was dropped or kept as needed: it still serves.
-        async with PgUnitOfWork(engine, "u", write=False) as uow:
+        async with PgUnitOfWork(pool, "u", write=False) as uow:
             await uow.tasks.list("u", TaskQuery())
         return caught
     finally:
         await admin.close()
+        await pool.close()
         await engine.dispose()
 
 

@@ -27,19 +27,24 @@ def create_engine(url: str, *, timeout_s: float = 5.0, pool_size: int = 10) -> A
             # under load the pool would open and close sessions constantly.
             max_overflow=0,
             pool_timeout=timeout_s,
-            connect_args={
-                "timeout": timeout_s,
-                "command_timeout": timeout_s,
-                # postgres.py quotes the RLS user id as a standard string.
-                "server_settings": {
-                    "application_name": "taskvault",
-                    "standard_conforming_strings": "on",
-                },
-            },
+            connect_args=pg_connect_args(timeout_s),
         )
         _replace_closed_connections(engine)
         return engine
     raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
+
+
+def pg_connect_args(timeout_s: float) -> dict[str, Any]:
+    """asyncpg's connection settings, for the engine and for ``pool.PgPool``."""
+    return {
+        "timeout": timeout_s,
+        "command_timeout": timeout_s,
+        # postgres.py quotes the RLS user id as a standard string.
+        "server_settings": {
+            "application_name": "taskvault",
+            "standard_conforming_strings": "on",
+        },
+    }
 
 
 _NEW = "taskvault_new"

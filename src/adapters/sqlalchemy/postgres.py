@@ -1,8 +1,8 @@
-"""PostgreSQL units of work on the asyncpg connection beneath SQLAlchemy's pool.
+"""PostgreSQL units of work on asyncpg connections (``pool.PgPool``).
 
-SQLAlchemy owns the engine, the pool and the schema; the statements, built
-once with SQLAlchemy Core (``statements.py``), are compiled once for asyncpg
-and run on the driver connection. That skips SQLAlchemy's per-statement
+SQLAlchemy owns the engine and the schema; the statements, built once with
+SQLAlchemy Core (``statements.py``), are compiled once for asyncpg and run on
+the driver connection. That skips SQLAlchemy's per-statement
 execution machinery, which costs several times the query itself on this
 service's hot path (see the README's performance section).
 """
@@ -10,7 +10,7 @@ service's hot path (see the README's performance section).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -18,13 +18,16 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
+from sqlalchemy import Select, String, bindparam, func, literal_column, select, true
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.visitors import ExternallyTraversible, replacement_traverse
 
 from adapters.sqlalchemy import statements as sql
 from adapters.sqlalchemy.errors import unavailable
+from adapters.sqlalchemy.pool import PgPool
 from adapters.sqlalchemy.row_security import USER_SETTING
 from application.errors import StorageUnavailable
 from application.ports import IdempotentOutcome
@@ -52,6 +55,43 @@ def _compile(statement: ClauseElement) -> _Compiled:
     return _Compiled(str(compiled), tuple(compiled.positiontup or ()))
 
 
+@lru_cache(maxsize=1024)
+def _as_owner(statement: Select[Any], shape: sql.ListShape | None = None) -> _Compiled:
+    """``statement``, a read naming ``:owner``, with row-level security set in it.
+
+    A read outside a transaction is then one round trip instead of three
+    (BEGIN with set_config, the read, ROLLBACK). A MATERIALIZED CTE sets the
+    user and the read takes its owner from the CTE through a LATERAL
+    reference: in any plan PostgreSQL must produce the CTE's row, and so set
+    the user, before it scans a task (OFFSET 0 keeps the planner from
+    flattening the subquery into a join it could order the other way). Set
+    with is_local, the user lasts for this statement's implicit transaction
+    only. ``shape`` orders the rows of a list again outside the subquery.
+    """
+    owner = (
+        select(
+            func.set_config(
+                literal_column(f"'{USER_SETTING}'"), bindparam("owner", type_=String), true()
+            ).label("uid")
+        )
+        .cte("owner")
+        .prefix_with("MATERIALIZED")
+    )
+
+    def from_owner(element: ExternallyTraversible, **_kw: Any) -> ExternallyTraversible | None:
+        if isinstance(element, BindParameter) and element.key == "owner":
+            return owner.c.uid
+        return None
+
+    fenced = replacement_traverse(statement.offset(literal_column("0")), {}, from_owner)
+    assert isinstance(fenced, Select)
+    task = fenced.lateral("task")
+    scoped = select(task).select_from(owner).join(task, true())
+    if shape is not None:
+        scoped = scoped.order_by(*sql.list_order(shape, task.c))
+    return _compile(scoped)
+
+
 def _literal(value: str) -> str:
     # Only for the user id in BEGIN's batch; standard_conforming_strings is on
     # (engine.py) and user ids hold no control characters (domain.check_owner).
@@ -71,11 +111,20 @@ def begin_batch(user_id: str, *, write: bool) -> str:
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))"
 
 
+Begin = Callable[[], Awaitable[None]]
+"""Opens the unit of work's transaction, with the user set, unless it is open."""
+
+
 class PgTaskRepository:
-    def __init__(self, connection: asyncpg.Connection) -> None:
+    """Tasks on one connection: a plain read is one statement of its own,
+    anything else runs in the unit of work's transaction."""
+
+    def __init__(self, connection: asyncpg.Connection, begin: Begin) -> None:
         self._conn = connection
+        self._begin = begin
 
     async def _execute(self, statement: ClauseElement, params: Mapping[str, Any]) -> str:
+        await self._begin()
         compiled = _compile(statement)
         status: str = await self._conn.execute(compiled.text, *compiled.args(params))
         return status
@@ -86,14 +135,18 @@ class PgTaskRepository:
         await self._execute(sql.INSERT_TASK, sql.task_row(task))
 
     async def get(self, owner: str, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
-        compiled = _compile(sql.SELECT_TASK_FOR_UPDATE if for_update else sql.SELECT_TASK)
-        row = await self._conn.fetchrow(
-            compiled.text, *compiled.args({"owner": owner, "task_id": task_id})
-        )
+        params = {"owner": owner, "task_id": task_id}
+        if for_update:
+            await self._begin()
+            compiled = _compile(sql.SELECT_TASK_FOR_UPDATE)
+        else:
+            compiled = _as_owner(sql.SELECT_TASK)
+        row = await self._conn.fetchrow(compiled.text, *compiled.args(params))
         return None if row is None else sql.task_from(row)
 
     async def list(self, owner: str, query: TaskQuery) -> list[Task]:
-        compiled = _compile(sql.list_statement(sql.ListShape.of(query)))
+        shape = sql.ListShape.of(query)
+        compiled = _as_owner(sql.list_statement(shape), shape)
         rows = await self._conn.fetch(compiled.text, *compiled.args(sql.list_params(owner, query)))
         return [sql.task_from(row) for row in rows]
 
@@ -111,13 +164,16 @@ class PgTaskRepository:
 
 
 class PgIdempotencyStore:
-    def __init__(self, connection: asyncpg.Connection) -> None:
+    def __init__(self, connection: asyncpg.Connection, begin: Begin) -> None:
         self._conn = connection
+        self._begin = begin
 
     async def claim(self, owner: str, key: str) -> bool:
+        await self._begin()
         return bool(await self._conn.fetchval(_TRY_LOCK, f"{len(owner)}:{owner}:{key}"))
 
     async def find(self, owner: str, key: str) -> IdempotentOutcome | None:
+        await self._begin()
         compiled = _compile(sql.SELECT_OUTCOME)
         row = await self._conn.fetchrow(compiled.text, *compiled.args({"owner": owner, "key": key}))
         return None if row is None else sql.outcome_from(row)
@@ -125,6 +181,7 @@ class PgIdempotencyStore:
     async def save(
         self, owner: str, key: str, outcome: IdempotentOutcome, *, expire_before: datetime
     ) -> None:
+        await self._begin()
         expired = _compile(sql.DELETE_EXPIRED_OUTCOMES)
         await self._conn.execute(
             expired.text, *expired.args({"owner": owner, "expire_before": expire_before})
@@ -134,42 +191,54 @@ class PgIdempotencyStore:
 
 
 class PgUnitOfWork:
-    """One transaction for one user, with row-level security set for exactly it."""
+    """One transaction for one user, with row-level security set for exactly it.
+
+    The transaction begins at the first statement that needs one: a unit of
+    work that only reads with single statements (``_as_owner``) never sends
+    BEGIN, COMMIT or ROLLBACK.
+    """
 
     tasks: PgTaskRepository
     idempotency: PgIdempotencyStore
 
-    def __init__(self, engine: AsyncEngine, user_id: str, *, write: bool) -> None:
-        self._engine = engine
+    def __init__(self, pool: PgPool, user_id: str, *, write: bool) -> None:
+        self._pool = pool
         self._user_id = user_id
         self._write = write
-        self._pooled: AsyncConnection | None = None
         self._driver: asyncpg.Connection | None = None
         self._open = False
 
     @property
     def driver(self) -> asyncpg.Connection:
-        """The transaction's asyncpg connection (tests prove what RLS enforces with it)."""
+        """The unit of work's asyncpg connection."""
         assert self._driver is not None
         return self._driver
 
+    async def session(self) -> asyncpg.Connection:
+        """The connection, in this unit of work's transaction (tests prove what RLS
+        enforces with it)."""
+        await self._begin()
+        return self.driver
+
     async def __aenter__(self) -> PgUnitOfWork:
         try:
-            self._pooled = await self._engine.connect()
-            raw = await self._pooled.get_raw_connection()
-            self._driver = raw.driver_connection
-            await self.driver.execute(begin_batch(self._user_id, write=self._write))
+            self._driver = await self._pool.acquire()
         except Exception as error:
             mapped = self._mapped(error)
             await self._release(broken=True)
             raise mapped from error
-        self._open = True
-        self.tasks = PgTaskRepository(self.driver)
-        self.idempotency = PgIdempotencyStore(self.driver)
+        self.tasks = PgTaskRepository(self.driver, self._begin)
+        self.idempotency = PgIdempotencyStore(self.driver, self._begin)
         return self
 
+    async def _begin(self) -> None:
+        if not self._open:
+            await self.driver.execute(begin_batch(self._user_id, write=self._write))
+            self._open = True
+
     async def commit(self) -> None:
-        await self.driver.execute("COMMIT")
+        if self._open:
+            await self.driver.execute("COMMIT")
         # Only now: a COMMIT that failed or timed out leaves the connection in
         # doubt, and ``__aexit__`` must not return it to the pool as it is.
         self._open = False
@@ -181,12 +250,12 @@ class PgUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         mapped = self._mapped(exc) if isinstance(exc, Exception) else None
-        reusable = not self._open
-        self._open = False
+        reusable = _reusable_after(exc, mapped)
         try:
-            if not reusable and _can_roll_back(exc, mapped):
+            if reusable and self._open:
                 reusable = await self._rollback()
         finally:
+            self._open = False
             await self._release(broken=not reusable)
         if mapped is not None and mapped is not exc:
             raise mapped from exc
@@ -198,7 +267,7 @@ class PgUnitOfWork:
         went away mid-statement, which asyncpg sometimes reports as an
         ``InternalClientError`` about its protocol state.
         """
-        lost = self._driver is not None and self._driver.is_closed()
+        lost = self._driver is not None and _is_lost(self._driver)
         if lost and not isinstance(error, StorageUnavailable):
             return StorageUnavailable(type(error).__name__)
         return unavailable(error)
@@ -211,25 +280,32 @@ class PgUnitOfWork:
         return True
 
     async def _release(self, *, broken: bool) -> None:
-        pooled, driver = self._pooled, self._driver
-        self._pooled = self._driver = None
-        if pooled is None:
+        driver, self._driver = self._driver, None
+        if driver is None:
             return
-        # A connection left mid-transaction or dead must not go back to the pool.
-        if broken:
-            # Dropped at once: a graceful close would wait on a server that
-            # may not answer (SQLAlchemy allows it 2 s more).
-            if driver is not None:
-                driver.terminate()
-            await pooled.invalidate()
-        await pooled.close()
+        # A connection left mid-transaction or dead must not go back to the
+        # pool as it is: dropped at once, since a graceful close would wait
+        # on a server that may not answer. The pool opens a new one.
+        if broken and not _is_lost(driver):
+            driver.terminate()
+        await self._pool.release(driver)
 
 
-def _can_roll_back(error: BaseException | None, mapped: Exception | None) -> bool:
+def _is_lost(connection: asyncpg.Connection) -> bool:
+    """Whether the connection is closed: by the server, or by asyncpg, which
+    then hands it back to the pool at once and detaches it from us."""
+    try:
+        return bool(connection.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
+def _reusable_after(error: BaseException | None, mapped: Exception | None) -> bool:
     """False after an outage or a cancellation.
 
     The connection is then dead, or mid-statement after a timeout: a ROLLBACK
-    would only wait on it again, up to another statement timeout.
+    would only wait on it again, up to another statement timeout, and it must
+    not go back to the pool even when no transaction was open.
     """
     if error is None:
         return True

@@ -170,15 +170,22 @@ def list_statement(shape: ListShape) -> Select[Any]:
             beyond = key < position if desc else key > position
             # Only due_at is nullable; its missing values sort last both ways.
             conditions.append(or_(beyond, column.is_(None)) if column is tasks.c.due_at else beyond)
-    ordering = column.desc() if desc else column.asc()
-    if column is tasks.c.due_at:
-        ordering = ordering.nulls_last()
     return (
         select(*TASK_COLUMNS)
         .where(and_(*conditions))
-        .order_by(ordering, tasks.c.id.desc() if desc else tasks.c.id.asc())
+        .order_by(*list_order(shape, tasks.c))
         .limit(bindparam("limit"))
     )
+
+
+def list_order(shape: ListShape, columns: Any) -> list[ColumnElement[Any]]:
+    """The ORDER BY of a list of ``shape`` over ``columns``: the table's, or a
+    subquery's that selects the task columns."""
+    column = columns[_SORT_COLUMNS[shape.sort].name]
+    ordering = column.desc() if shape.descending else column.asc()
+    if shape.sort is SortField.DUE_AT:
+        ordering = ordering.nulls_last()
+    return [ordering, columns.id.desc() if shape.descending else columns.id.asc()]
 
 
 def list_params(owner: str, query: TaskQuery) -> dict[str, Any]:

@@ -11,12 +11,13 @@ from sqlalchemy.pool import QueuePool
 from adapters.sqlalchemy.engine import WRITE_OPTION
 from adapters.sqlalchemy.errors import unavailable
 from adapters.sqlalchemy.idempotency import SqlIdempotencyStore
+from adapters.sqlalchemy.pool import PgPool
 from adapters.sqlalchemy.postgres import PgUnitOfWork
 from adapters.sqlalchemy.repository import SqlTaskRepository
 from application.errors import StorageUnavailable
 from application.ports import PoolStatus, UnitOfWork
 
-_ROLE_BYPASSES_RLS = text(
+_ROLE_BYPASSES_RLS = (
     "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
 )
 
@@ -84,22 +85,29 @@ class SqlUnitOfWork:
 
 
 class SqlStorage:
+    """Tasks in SQLite through the engine, or in PostgreSQL through ``PgPool``.
+
+    ``engine`` serves SQLite's units of work; on PostgreSQL it only supplies
+    the URL and settings, and SQLAlchemy connections to whoever wants one
+    (tests, tools): requests never open it.
+    """
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
+        self._pg = PgPool(engine) if engine.dialect.name == "postgresql" else None
 
     def unit_of_work(self, user_id: str, *, write: bool) -> UnitOfWork:
-        if self._postgres:
-            return PgUnitOfWork(self.engine, user_id, write=write)
+        if self._pg is not None:
+            return PgUnitOfWork(self._pg, user_id, write=write)
         # SQLite has no row-level security; every statement names the owner.
         return SqlUnitOfWork(self.engine, write=write)
 
     async def ping(self) -> None:
         try:
-            if self._postgres:
-                # A unit of work drops a dead or silent connection at once,
-                # where SQLAlchemy's own error path waits up to 2 s more.
-                async with PgUnitOfWork(self.engine, "", write=False):
+            if self._pg is not None:
+                # A unit of work drops a dead or silent connection at once.
+                async with PgUnitOfWork(self._pg, "", write=False) as uow:
+                    await uow.session()
                     return
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
@@ -109,9 +117,13 @@ class SqlStorage:
             raise StorageUnavailable(type(error).__name__) from error
 
     async def close(self) -> None:
+        if self._pg is not None:
+            await self._pg.close()
         await self.engine.dispose()
 
     def pool_status(self) -> PoolStatus:
+        if self._pg is not None:
+            return self._pg.status()
         pool = self.engine.pool
         if isinstance(pool, QueuePool):
             return PoolStatus(size=pool.size(), in_use=pool.checkedout())
@@ -119,16 +131,16 @@ class SqlStorage:
         return PoolStatus(size=0, in_use=0)
 
     async def warnings(self) -> list[str]:
-        if not self._postgres:
+        if self._pg is None:
             return []
         try:
-            async with self.engine.connect() as conn:
-                row = (await conn.execute(_ROLE_BYPASSES_RLS)).first()
+            async with PgUnitOfWork(self._pg, "", write=False) as uow:
+                row = await uow.driver.fetchrow(_ROLE_BYPASSES_RLS)
         except Exception as error:
             return [f"could not check the database role: {type(error).__name__}"]
-        if row is not None and (row.rolsuper or row.rolbypassrls):
+        if row is not None and (row["rolsuper"] or row["rolbypassrls"]):
             return [
-                f"database role {row.rolname!r} is a superuser or has BYPASSRLS: "
+                f"database role {row['rolname']!r} is a superuser or has BYPASSRLS: "
                 "row-level security does not apply to it; connect as an ordinary role"
             ]
         return []
