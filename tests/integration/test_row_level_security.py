@@ -161,14 +161,21 @@ _READS = [
 
 @pytest.mark.parametrize("plans", ["force_custom_plan", "force_generic_plan"])
 async def test_a_single_statement_read_sets_the_user_before_it_scans(
-    storage: SqlStorage, plans: str
+    storage: SqlStorage, app_role_url: str, plans: str
 ) -> None:
     """Reads outside a transaction set the user inside the statement itself
     (postgres.py ``_as_owner``): were it set after the scan began, RLS would
     hide the owner's own rows. A new connection has never set it before."""
     alice = await _seed(storage, "alice", 3)
     await _seed(storage, "bob", 2)
-    await storage.close()
+    fresh = SqlStorage(create_engine(app_role_url))
+    try:
+        await _read_alices_tasks(fresh, alice, plans)
+    finally:
+        await fresh.close()
+
+
+async def _read_alices_tasks(storage: SqlStorage, alice: list[Task], plans: str) -> None:
     async with storage.unit_of_work("alice", write=False) as uow:
         assert isinstance(uow, PgUnitOfWork)
         await uow.driver.execute(f"SET plan_cache_mode = {plans}")

@@ -10,7 +10,7 @@ service's hot path (see the README's performance section).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -111,22 +111,36 @@ def begin_batch(user_id: str, *, write: bool) -> str:
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))"
 
 
-Begin = Callable[[], Awaitable[None]]
-"""Opens the unit of work's transaction, with the user set, unless it is open."""
+class _Session:
+    """A unit of work's connection, and its transaction once a statement needs one."""
+
+    __slots__ = ("_user_id", "_write", "connection", "open")
+
+    def __init__(self, connection: asyncpg.Connection, user_id: str, *, write: bool) -> None:
+        self.connection = connection
+        self.open = False
+        self._user_id = user_id
+        self._write = write
+
+    async def transaction(self) -> asyncpg.Connection:
+        """The connection inside the transaction, begun now (with the user set) if need be."""
+        if not self.open:
+            await self.connection.execute(begin_batch(self._user_id, write=self._write))
+            self.open = True
+        return self.connection
 
 
 class PgTaskRepository:
     """Tasks on one connection: a plain read is one statement of its own,
     anything else runs in the unit of work's transaction."""
 
-    def __init__(self, connection: asyncpg.Connection, begin: Begin) -> None:
-        self._conn = connection
-        self._begin = begin
+    def __init__(self, session: _Session) -> None:
+        self._session = session
 
     async def _execute(self, statement: ClauseElement, params: Mapping[str, Any]) -> str:
-        await self._begin()
+        conn = await self._session.transaction()
         compiled = _compile(statement)
-        status: str = await self._conn.execute(compiled.text, *compiled.args(params))
+        status: str = await conn.execute(compiled.text, *compiled.args(params))
         return status
 
     async def add(self, owner: str, task: Task) -> None:
@@ -137,17 +151,20 @@ class PgTaskRepository:
     async def get(self, owner: str, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
         params = {"owner": owner, "task_id": task_id}
         if for_update:
-            await self._begin()
+            conn = await self._session.transaction()
             compiled = _compile(sql.SELECT_TASK_FOR_UPDATE)
         else:
+            conn = self._session.connection
             compiled = _as_owner(sql.SELECT_TASK)
-        row = await self._conn.fetchrow(compiled.text, *compiled.args(params))
+        row = await conn.fetchrow(compiled.text, *compiled.args(params))
         return None if row is None else sql.task_from(row)
 
     async def list(self, owner: str, query: TaskQuery) -> list[Task]:
         shape = sql.ListShape.of(query)
         compiled = _as_owner(sql.list_statement(shape), shape)
-        rows = await self._conn.fetch(compiled.text, *compiled.args(sql.list_params(owner, query)))
+        rows = await self._session.connection.fetch(
+            compiled.text, *compiled.args(sql.list_params(owner, query))
+        )
         return [sql.task_from(row) for row in rows]
 
     async def update(self, owner: str, task: Task, *, expected_version: int) -> bool:
@@ -164,30 +181,29 @@ class PgTaskRepository:
 
 
 class PgIdempotencyStore:
-    def __init__(self, connection: asyncpg.Connection, begin: Begin) -> None:
-        self._conn = connection
-        self._begin = begin
+    def __init__(self, session: _Session) -> None:
+        self._session = session
 
     async def claim(self, owner: str, key: str) -> bool:
-        await self._begin()
-        return bool(await self._conn.fetchval(_TRY_LOCK, f"{len(owner)}:{owner}:{key}"))
+        conn = await self._session.transaction()
+        return bool(await conn.fetchval(_TRY_LOCK, f"{len(owner)}:{owner}:{key}"))
 
     async def find(self, owner: str, key: str) -> IdempotentOutcome | None:
-        await self._begin()
+        conn = await self._session.transaction()
         compiled = _compile(sql.SELECT_OUTCOME)
-        row = await self._conn.fetchrow(compiled.text, *compiled.args({"owner": owner, "key": key}))
+        row = await conn.fetchrow(compiled.text, *compiled.args({"owner": owner, "key": key}))
         return None if row is None else sql.outcome_from(row)
 
     async def save(
         self, owner: str, key: str, outcome: IdempotentOutcome, *, expire_before: datetime
     ) -> None:
-        await self._begin()
+        conn = await self._session.transaction()
         expired = _compile(sql.DELETE_EXPIRED_OUTCOMES)
-        await self._conn.execute(
+        await conn.execute(
             expired.text, *expired.args({"owner": owner, "expire_before": expire_before})
         )
         upsert = _compile(sql.UPSERT_OUTCOME_POSTGRESQL)
-        await self._conn.execute(upsert.text, *upsert.args(sql.outcome_params(owner, key, outcome)))
+        await conn.execute(upsert.text, *upsert.args(sql.outcome_params(owner, key, outcome)))
 
 
 class PgUnitOfWork:
@@ -205,43 +221,38 @@ class PgUnitOfWork:
         self._pool = pool
         self._user_id = user_id
         self._write = write
-        self._driver: asyncpg.Connection | None = None
-        self._open = False
+        self._session: _Session | None = None
 
     @property
     def driver(self) -> asyncpg.Connection:
         """The unit of work's asyncpg connection."""
-        assert self._driver is not None
-        return self._driver
+        assert self._session is not None
+        return self._session.connection
 
     async def session(self) -> asyncpg.Connection:
         """The connection, in this unit of work's transaction (tests prove what RLS
         enforces with it)."""
-        await self._begin()
-        return self.driver
+        assert self._session is not None
+        return await self._session.transaction()
 
     async def __aenter__(self) -> PgUnitOfWork:
         try:
-            self._driver = await self._pool.acquire()
+            connection = await self._pool.acquire()
         except Exception as error:
-            mapped = self._mapped(error)
-            await self._release(broken=True)
-            raise mapped from error
-        self.tasks = PgTaskRepository(self.driver, self._begin)
-        self.idempotency = PgIdempotencyStore(self.driver, self._begin)
+            raise unavailable(error) from error
+        session = self._session = _Session(connection, self._user_id, write=self._write)
+        self.tasks = PgTaskRepository(session)
+        self.idempotency = PgIdempotencyStore(session)
         return self
 
-    async def _begin(self) -> None:
-        if not self._open:
-            await self.driver.execute(begin_batch(self._user_id, write=self._write))
-            self._open = True
-
     async def commit(self) -> None:
-        if self._open:
-            await self.driver.execute("COMMIT")
+        session = self._session
+        assert session is not None
+        if session.open:
+            await session.connection.execute("COMMIT")
         # Only now: a COMMIT that failed or timed out leaves the connection in
         # doubt, and ``__aexit__`` must not return it to the pool as it is.
-        self._open = False
+        session.open = False
 
     async def __aexit__(
         self,
@@ -249,55 +260,42 @@ class PgUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        mapped = self._mapped(exc) if isinstance(exc, Exception) else None
+        session, self._session = self._session, None
+        assert session is not None
+        mapped = _mapped(exc, session.connection) if isinstance(exc, Exception) else None
         reusable = _reusable_after(exc, mapped)
         try:
-            if reusable and self._open:
-                reusable = await self._rollback()
+            if reusable and session.open:
+                reusable = await _rolled_back(session.connection)
         finally:
-            self._open = False
-            await self._release(broken=not reusable)
+            # A connection left mid-transaction or dead must not go back to
+            # the pool as it is: dropped at once, since a graceful close would
+            # wait on a server that may not answer. The pool opens a new one.
+            if not reusable:
+                session.connection.terminate()
+            self._pool.release(session.connection)
         if mapped is not None and mapped is not exc:
             raise mapped from exc
 
-    def _mapped(self, error: Exception) -> Exception:
-        """``StorageUnavailable`` for an outage, else ``error`` itself.
 
-        Any error on a connection that is now closed is an outage: the server
-        went away mid-statement, which asyncpg sometimes reports as an
-        ``InternalClientError`` about its protocol state.
-        """
-        lost = self._driver is not None and _is_lost(self._driver)
-        if lost and not isinstance(error, StorageUnavailable):
-            return StorageUnavailable(type(error).__name__)
-        return unavailable(error)
+def _mapped(error: Exception, connection: asyncpg.Connection) -> Exception:
+    """``StorageUnavailable`` for an outage, else ``error`` itself.
 
-    async def _rollback(self) -> bool:
-        try:
-            await self.driver.execute("ROLLBACK")
-        except Exception:
-            return False
-        return True
-
-    async def _release(self, *, broken: bool) -> None:
-        driver, self._driver = self._driver, None
-        if driver is None:
-            return
-        # A connection left mid-transaction or dead must not go back to the
-        # pool as it is: dropped at once, since a graceful close would wait
-        # on a server that may not answer. The pool opens a new one.
-        if broken and not _is_lost(driver):
-            driver.terminate()
-        await self._pool.release(driver)
+    Any error on a connection that is now closed is an outage: the server
+    went away mid-statement, which asyncpg sometimes reports as an
+    ``InternalClientError`` about its protocol state.
+    """
+    if connection.is_closed() and not isinstance(error, StorageUnavailable):
+        return StorageUnavailable(type(error).__name__)
+    return unavailable(error)
 
 
-def _is_lost(connection: asyncpg.Connection) -> bool:
-    """Whether the connection is closed: by the server, or by asyncpg, which
-    then hands it back to the pool at once and detaches it from us."""
+async def _rolled_back(connection: asyncpg.Connection) -> bool:
     try:
-        return bool(connection.is_closed())
-    except asyncpg.InterfaceError:
-        return True
+        await connection.execute("ROLLBACK")
+    except Exception:
+        return False
+    return True
 
 
 def _reusable_after(error: BaseException | None, mapped: Exception | None) -> bool:
