@@ -259,6 +259,28 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process, from /proc/<pid>/stat."""
+    # Fields after the command name, which may hold spaces: utime and stime
+    # are the 14th and 15th of the line.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds of every PostgreSQL process on this machine (0 without any)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == "postgres":
+                total += process_cpu_s(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return total
+
+
 # --------------------------------------------------------------------------- wrk
 
 
@@ -273,6 +295,10 @@ class WrkResult:
     seconds: float
     non_2xx: int
     socket_errors: dict[str, int] = field(default_factory=dict)
+    server_cpu_us: float = float("nan")
+    """CPU of the server process per request during the run."""
+    postgres_cpu_us: float = float("nan")
+    """CPU of all PostgreSQL processes on this machine per request during the run."""
 
     @property
     def errors(self) -> int:
@@ -670,7 +696,15 @@ class Harness:
                     }
                     if number == 1 and self.o.warmup > 0:
                         wrk(server.url, duration=self.o.warmup, **kwargs)
+                    server_s, postgres_s = process_cpu_s(server.pid), postgres_cpu_s()
                     result = wrk(server.url, duration=self.o.duration, **kwargs)
+                    if result.requests:
+                        result.server_cpu_us = (
+                            (process_cpu_s(server.pid) - server_s) / result.requests * 1e6
+                        )
+                        result.postgres_cpu_us = (
+                            (postgres_cpu_s() - postgres_s) / result.requests * 1e6
+                        )
                     results[scenario][target].append(result)
                     log(
                         f"round {number}/{self.o.rounds} {scenario:<8} {target:<9} "
@@ -811,6 +845,8 @@ def summarize(results: dict[str, dict[str, list[WrkResult]]]) -> dict[str, Any]:
                 "rps": median(r.rps for r in runs),
                 "p50_ms": median(r.p50_ms for r in runs),
                 "p99_ms": median(r.p99_ms for r in runs),
+                "server_cpu_us": median(r.server_cpu_us for r in runs),
+                "postgres_cpu_us": median(r.postgres_cpu_us for r in runs),
                 "requests": sum(r.requests for r in runs),
                 "non_2xx": sum(r.non_2xx for r in runs),
                 "socket_errors": sum(r.errors for r in runs),
@@ -826,7 +862,8 @@ def summarize(results: dict[str, dict[str, list[WrkResult]]]) -> dict[str, Any]:
 def format_table(summary: dict[str, Any]) -> str:
     header = (
         f"{'scenario':<20} {'target':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'non-2xx':>8} {'sock err':>8} {'requests':>9}  taskvault/target"
+        f"{'non-2xx':>8} {'sock err':>8} {'requests':>9} {'srv CPU':>8} {'pg CPU':>7}"
+        "  taskvault/target"
     )
     lines = [header, "-" * len(header)]
     for scenario in SCENARIOS:
@@ -835,8 +872,8 @@ def format_table(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{SCENARIO_LABELS[scenario]:<20} {TARGET_LABELS[target]:<14} {f['rps']:>9.1f} "
                 f"{f['p50_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['non_2xx']:>8} "
-                f"{f['socket_errors']:>8} {f['requests']:>9}  "
-                + (f"{ratio:.2f}" if ratio is not None else "")
+                f"{f['socket_errors']:>8} {f['requests']:>9} {f['server_cpu_us']:>8.0f} "
+                f"{f['postgres_cpu_us']:>7.0f}  " + (f"{ratio:.2f}" if ratio is not None else "")
             )
     return "\n".join(lines)
 
@@ -1129,6 +1166,9 @@ def bench(h: Harness) -> int:
             if "raw" in servers
             else []
         ),
+        "srv CPU / pg CPU: microseconds of CPU per request, of the server process and of all "
+        "PostgreSQL processes on this machine, read from /proc around each run (medians); "
+        "wrk and the three servers share the machine's CPUs.",
         f"POST create added {created:,} rows during the run (taskvault"
         + (" and raw together" if "raw" in servers else "")
         + "); list reads each user's newest 20 rows, get and complete seeded rows.",
