@@ -1,9 +1,10 @@
-"""CPU per GET-list unit of work on PostgreSQL: SQLAlchemy execution vs the asyncpg beneath.
+"""CPU per GET-list unit of work on PostgreSQL: SQLAlchemy's execution path vs asyncpg's.
 
-Why ``adapters/sqlalchemy/postgres.py`` runs statements on the driver
-connection: the same list query, through the same engine and pool, measured
-in one process and one run. ``SqlUnitOfWork`` (SQLAlchemy's execution path,
-which serves SQLite) is pointed at PostgreSQL here only for the comparison.
+Why ``adapters/sqlalchemy/postgres.py`` runs statements on asyncpg
+connections from ``pool.PgPool``: the same list query from the same engine
+settings, measured in one process and one run. ``SqlUnitOfWork``
+(SQLAlchemy's execution path and pool, which serve SQLite) is pointed at
+PostgreSQL here only for the comparison.
 
     .venv/bin/python bench/storage_paths.py [--count 2000]
 
@@ -56,7 +57,7 @@ async def main(count: int) -> None:
             lambda user: SqlUnitOfWork(engine, write=False),
             count,
         )
-        beneath = await measure(
+        asyncpg_path = await measure(
             "asyncpg and its pool (PgUnitOfWork)",
             lambda user: PgUnitOfWork(pool, user, write=False),
             count,
@@ -64,7 +65,7 @@ async def main(count: int) -> None:
     finally:
         await pool.close()
         await engine.dispose()
-    print(f"ratio: {sqlalchemy / beneath:.1f}x the CPU through SQLAlchemy's execution path")
+    print(f"ratio: {sqlalchemy / asyncpg_path:.1f}x the CPU through SQLAlchemy's execution path")
 
 
 if __name__ == "__main__":

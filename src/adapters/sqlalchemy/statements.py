@@ -2,8 +2,8 @@
 
 Statements take named bind parameters, never inline values, so one built
 statement serves every request of its shape: SQLite runs them through
-SQLAlchemy, PostgreSQL compiles each once and runs it on the asyncpg
-connection beneath (see ``postgres.py``).
+SQLAlchemy, PostgreSQL compiles each once and runs it on an asyncpg
+connection (see ``postgres.py``).
 """
 
 from __future__ import annotations
