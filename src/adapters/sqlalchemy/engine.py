@@ -20,6 +20,8 @@ def create_engine(url: str, *, timeout_s: float = 5.0, pool_size: int = 10) -> A
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database, timeout_s)
     if parsed.get_backend_name() == "postgresql":
+        # Requests take their connections from ``pool.PgPool``, which copies
+        # this pool's size and timeout; the engine's own pool serves tools.
         engine = create_async_engine(
             url,
             pool_size=pool_size,
