@@ -14,6 +14,7 @@ Uses the `taskvault_bench` database that `make bench` seeds.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -54,7 +55,7 @@ async def main(count: int) -> None:
     try:
         sqlalchemy = await measure(
             "SQLAlchemy execution (SqlUnitOfWork)",
-            lambda user: SqlUnitOfWork(engine, write=False),
+            lambda user: SqlUnitOfWork(engine, write=False, writers=asyncio.Lock()),
             count,
         )
         asyncpg_path = await measure(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 
 from sqlalchemy import text
@@ -23,21 +24,34 @@ _ROLE_BYPASSES_RLS = (
 
 
 class SqlUnitOfWork:
-    """One SQLAlchemy transaction on one pooled connection (SQLite)."""
+    """One SQLAlchemy transaction on one pooled connection (SQLite).
+
+    Writers of one process take turns on ``writers`` first, in order of
+    arrival: SQLite admits one writer at a time, and its own wait (the busy
+    timeout) polls with growing sleeps, which left some writes waiting a
+    second under load. Writers in other processes still meet that wait.
+    """
 
     tasks: SqlTaskRepository
     idempotency: SqlIdempotencyStore
 
-    def __init__(self, engine: AsyncEngine, *, write: bool) -> None:
+    def __init__(self, engine: AsyncEngine, *, write: bool, writers: asyncio.Lock) -> None:
         self._engine = engine
         self._write = write
+        self._writers = writers
+        self._my_turn = False
         self._conn: AsyncConnection | None = None
 
     async def __aenter__(self) -> SqlUnitOfWork:
+        if self._write:
+            await self._take_turn()
         try:
             conn = await self._engine.connect()
-        except Exception as error:
-            raise unavailable(error) from error
+        except BaseException as error:
+            self._end_turn()
+            if isinstance(error, Exception):
+                raise unavailable(error) from error
+            raise
         self._conn = conn
         try:
             if self._write:
@@ -58,7 +72,10 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._release()
+        try:
+            await self._release()
+        finally:
+            self._end_turn()
         if isinstance(exc, Exception):
             mapped = unavailable(exc)
             if mapped is not exc:
@@ -71,6 +88,24 @@ class SqlUnitOfWork:
 
     async def commit(self) -> None:
         await self.connection.commit()
+
+    async def _take_turn(self) -> None:
+        if self._writers.locked():
+            # As long as SQLite itself would wait for the write lock.
+            timeout_s = self._engine.sync_engine.pool.timeout()  # type: ignore[attr-defined]
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._writers.acquire()
+            except TimeoutError as error:
+                raise StorageUnavailable("TimeoutError") from error
+        else:
+            await self._writers.acquire()
+        self._my_turn = True
+
+    def _end_turn(self) -> None:
+        if self._my_turn:
+            self._my_turn = False
+            self._writers.release()
 
     async def _release(self) -> None:
         conn, self._conn = self._conn, None
@@ -95,12 +130,13 @@ class SqlStorage:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._pg = PgPool(engine) if engine.dialect.name == "postgresql" else None
+        self._writers = asyncio.Lock()
 
     def unit_of_work(self, user_id: str, *, write: bool) -> UnitOfWork:
         if self._pg is not None:
             return PgUnitOfWork(self._pg, user_id, write=write)
         # SQLite has no row-level security; every statement names the owner.
-        return SqlUnitOfWork(self.engine, write=write)
+        return SqlUnitOfWork(self.engine, write=write, writers=self._writers)
 
     async def ping(self) -> None:
         try:

@@ -1,0 +1,85 @@
+"""SQLite writers of one process take turns, in order of arrival (storage.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from adapters.sqlalchemy import SqlStorage
+from adapters.sqlalchemy.engine import create_engine
+from application.errors import StorageUnavailable
+from application.queries import TaskQuery
+from domain.task import Task, TaskFields
+
+TIMEOUT_S = 0.3
+
+
+@pytest.fixture
+async def storage(sqlite_url: str) -> AsyncIterator[SqlStorage]:
+    store = SqlStorage(create_engine(sqlite_url, timeout_s=TIMEOUT_S))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _task(title: str) -> Task:
+    return Task.new(
+        task_id=uuid.uuid4(), owner="alice", fields=TaskFields(title), now=datetime.now(UTC)
+    )
+
+
+async def _create(storage: SqlStorage, title: str) -> None:
+    async with storage.unit_of_work("alice", write=True) as uow:
+        await uow.tasks.add("alice", _task(title))
+        await uow.commit()
+
+
+async def test_writers_are_served_in_order_of_arrival(storage: SqlStorage) -> None:
+    entered: list[int] = []
+    async with storage.unit_of_work("alice", write=True) as first:
+
+        async def write(n: int) -> None:
+            async with storage.unit_of_work("alice", write=True) as uow:
+                entered.append(n)
+                await uow.tasks.add("alice", _task(f"task {n}"))
+                await uow.commit()
+
+        writers = []
+        for n in range(5):
+            writers.append(asyncio.create_task(write(n)))
+            await asyncio.sleep(0.01)
+        await first.commit()
+    await asyncio.gather(*writers)
+    assert entered == [0, 1, 2, 3, 4]
+
+
+async def test_many_concurrent_writes_all_land(storage: SqlStorage) -> None:
+    await asyncio.gather(*(_create(storage, f"task {n}") for n in range(40)))
+    async with storage.unit_of_work("alice", write=False) as uow:
+        stored = await uow.tasks.list("alice", TaskQuery(limit=100))
+    assert sorted(task.title for task in stored) == sorted(f"task {n}" for n in range(40))
+
+
+async def test_a_writer_waits_no_longer_than_the_timeout(storage: SqlStorage) -> None:
+    loop = asyncio.get_running_loop()
+    async with storage.unit_of_work("alice", write=True):
+        started = loop.time()
+        with pytest.raises(StorageUnavailable):
+            await _create(storage, "too late")
+        assert TIMEOUT_S * 0.9 <= loop.time() - started < TIMEOUT_S * 5
+    await _create(storage, "in time")  # the turn was given back
+
+
+async def test_readers_do_not_wait_for_a_writer(storage: SqlStorage) -> None:
+    await _create(storage, "kept")
+    async with storage.unit_of_work("alice", write=True) as writer:
+        await writer.tasks.add("alice", _task("not yet committed"))
+        async with storage.unit_of_work("alice", write=False) as reader:
+            titles = [task.title for task in await reader.tasks.list("alice", TaskQuery())]
+        assert titles == ["kept"]
+        await writer.commit()
