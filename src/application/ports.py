@@ -65,7 +65,12 @@ class IdempotencyStore(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """One transaction on behalf of one user; rolled back unless committed."""
+    """One transaction on behalf of one user; rolled back unless committed.
+
+    A store may run a plain read (``tasks.get`` without ``for_update``,
+    ``tasks.list``) as a statement of its own, outside the transaction: it
+    sees a consistent snapshot, but two such reads need not see the same one.
+    """
 
     @property
     def tasks(self) -> TaskRepository: ...

@@ -24,7 +24,8 @@ _ROLE_BYPASSES_RLS = (
 
 
 class SqlUnitOfWork:
-    """One SQLAlchemy transaction on one pooled connection (SQLite).
+    """One SQLAlchemy transaction on one pooled connection (SQLite); a reader's
+    statements run without BEGIN, each on a snapshot of its own (engine.py).
 
     Writers of one process take turns on ``writers`` first, in order of
     arrival: SQLite admits one writer at a time, and its own wait (the busy

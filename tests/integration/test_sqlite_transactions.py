@@ -1,4 +1,5 @@
-"""SQLite writers of one process take turns, in order of arrival (storage.py)."""
+"""SQLite transactions: readers send no BEGIN, writers of one process take turns
+(engine.py, storage.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import event
 
 from adapters.sqlalchemy import SqlStorage
 from adapters.sqlalchemy.engine import create_engine
@@ -83,3 +85,22 @@ async def test_readers_do_not_wait_for_a_writer(storage: SqlStorage) -> None:
             titles = [task.title for task in await reader.tasks.list("alice", TaskQuery())]
         assert titles == ["kept"]
         await writer.commit()
+
+
+async def test_a_read_sends_only_its_statement_and_a_write_begins_immediate(
+    storage: SqlStorage,
+) -> None:
+    sent: list[str] = []
+
+    @event.listens_for(storage.engine.sync_engine, "before_cursor_execute")
+    def _record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        sent.append(" ".join(statement.split()[:2]).upper())
+
+    async with storage.unit_of_work("alice", write=True) as uow:
+        await uow.tasks.add("alice", _task("one"))
+        await uow.commit()
+    assert sent == ["BEGIN IMMEDIATE", "INSERT INTO"]
+    sent.clear()
+    async with storage.unit_of_work("alice", write=False) as uow:
+        await uow.tasks.list("alice", TaskQuery())
+    assert [statement.split()[0] for statement in sent] == ["SELECT"]
