@@ -14,6 +14,7 @@ from sqlalchemy import event
 from adapters.sqlalchemy import SqlStorage
 from adapters.sqlalchemy.engine import create_engine
 from application.errors import StorageUnavailable
+from application.ports import PoolStatus
 from application.queries import TaskQuery
 from domain.task import Task, TaskFields
 
@@ -104,3 +105,19 @@ async def test_a_read_sends_only_its_statement_and_a_write_begins_immediate(
     async with storage.unit_of_work("alice", write=False) as uow:
         await uow.tasks.list("alice", TaskQuery())
     assert [statement.split()[0] for statement in sent] == ["SELECT"]
+
+
+async def test_a_sqlite_file_keeps_a_fixed_set_of_connections(sqlite_url: str) -> None:
+    storage = SqlStorage(create_engine(sqlite_url, timeout_s=TIMEOUT_S, pool_size=2))
+    try:
+        assert storage.pool_status() == PoolStatus(size=2, in_use=0)
+        async with (
+            storage.unit_of_work("alice", write=False),
+            storage.unit_of_work("alice", write=False),
+        ):
+            assert storage.pool_status() == PoolStatus(size=2, in_use=2)
+            with pytest.raises(StorageUnavailable):
+                async with storage.unit_of_work("alice", write=False):
+                    pass
+    finally:
+        await storage.close()

@@ -18,7 +18,7 @@ def create_engine(url: str, *, timeout_s: float = 5.0, pool_size: int = 10) -> A
     """An engine for a ``sqlite+aiosqlite`` or ``postgresql+asyncpg`` URL."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database, timeout_s)
+        return _sqlite_engine(url, parsed.database, timeout_s, pool_size)
     if parsed.get_backend_name() == "postgresql":
         # Requests take their connections from ``pool.PgPool``, which copies
         # this pool's size and timeout; the engine's own pool serves tools.
@@ -77,12 +77,19 @@ def _replace_closed_connections(engine: AsyncEngine) -> None:
             raise sa_exc.DisconnectionError("connection closed by the server")
 
 
-def _sqlite_engine(url: str, database: str | None, timeout_s: float) -> AsyncEngine:
+def _sqlite_engine(url: str, database: str | None, timeout_s: float, pool_size: int) -> AsyncEngine:
+    pooled: dict[str, Any] = {}
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # A fixed set of connections, as on PostgreSQL: overflow connections
+        # (ten more by default) were opened, set up with their PRAGMAs and
+        # closed again all the time under load.
+        pooled = {"pool_size": pool_size, "max_overflow": 0}
     # The same bound on waiting for a pooled connection as on a lock (the
     # pool's own default would be 30 s).
-    engine = create_async_engine(url, pool_timeout=timeout_s, connect_args={"timeout": timeout_s})
+    engine = create_async_engine(
+        url, pool_timeout=timeout_s, connect_args={"timeout": timeout_s}, **pooled
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
