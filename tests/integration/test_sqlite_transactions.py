@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
 from adapters.sqlalchemy import SqlStorage
 from adapters.sqlalchemy.engine import create_engine
@@ -121,3 +123,21 @@ async def test_a_sqlite_file_keeps_a_fixed_set_of_connections(sqlite_url: str) -
                     pass
     finally:
         await storage.close()
+
+
+async def test_a_writer_that_cannot_begin_gives_its_turn_back(
+    storage: SqlStorage, sqlite_url: str
+) -> None:
+    """Another process holds SQLite's write lock past the timeout: this write
+    fails with a 503, and the next one, once the lock is free, goes through."""
+    database = make_url(sqlite_url).database
+    assert database is not None
+    other_process = sqlite3.connect(database, isolation_level=None)
+    try:
+        other_process.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StorageUnavailable):
+            await _create(storage, "blocked")
+        other_process.execute("ROLLBACK")
+    finally:
+        other_process.close()
+    await _create(storage, "after")

@@ -47,14 +47,7 @@ class SqlUnitOfWork:
         if self._write:
             await self._take_turn()
         try:
-            conn = await self._engine.connect()
-        except BaseException as error:
-            self._end_turn()
-            if isinstance(error, Exception):
-                raise unavailable(error) from error
-            raise
-        self._conn = conn
-        try:
+            self._conn = conn = await self._engine.connect()
             if self._write:
                 await conn.execution_options(**{WRITE_OPTION: True})
             await conn.begin()
@@ -73,10 +66,7 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            await self._release()
-        finally:
-            self._end_turn()
+        await self._release()
         if isinstance(exc, Exception):
             mapped = unavailable(exc)
             if mapped is not exc:
@@ -91,24 +81,25 @@ class SqlUnitOfWork:
         await self.connection.commit()
 
     async def _take_turn(self) -> None:
-        if self._writers.locked():
-            # As long as SQLite itself would wait for the write lock.
-            timeout_s = self._engine.sync_engine.pool.timeout()  # type: ignore[attr-defined]
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self._writers.acquire()
-            except TimeoutError as error:
-                raise StorageUnavailable("TimeoutError") from error
-        else:
-            await self._writers.acquire()
+        # As long as SQLite itself would wait for the write lock.
+        timeout_s = self._engine.sync_engine.pool.timeout()  # type: ignore[attr-defined]
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._writers.acquire()
+        except TimeoutError as error:
+            raise StorageUnavailable("TimeoutError") from error
         self._my_turn = True
 
-    def _end_turn(self) -> None:
-        if self._my_turn:
-            self._my_turn = False
-            self._writers.release()
-
     async def _release(self) -> None:
+        """Return the connection (ending any transaction), then the writer's turn."""
+        try:
+            await self._close_connection()
+        finally:
+            if self._my_turn:
+                self._my_turn = False
+                self._writers.release()
+
+    async def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
