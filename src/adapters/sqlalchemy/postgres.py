@@ -48,11 +48,16 @@ class _Compiled:
         return [params[name] for name in self.names]
 
 
-@lru_cache(maxsize=1024)
-def _compile(statement: ClauseElement) -> _Compiled:
+def _compiled(statement: ClauseElement) -> _Compiled:
     compiled = statement.compile(dialect=_DIALECT)
     assert isinstance(compiled, SQLCompiler)
     return _Compiled(str(compiled), tuple(compiled.positiontup or ()))
+
+
+@lru_cache(maxsize=1024)
+def _compile(statement: ClauseElement) -> _Compiled:
+    """``statement`` compiled for asyncpg, once: statements are module constants."""
+    return _compiled(statement)
 
 
 @lru_cache(maxsize=1024)
@@ -89,7 +94,9 @@ def _as_owner(statement: Select[Any], shape: sql.ListShape | None = None) -> _Co
     scoped = select(task).select_from(owner).join(task, true())
     if shape is not None:
         scoped = scoped.order_by(*sql.list_order(shape, task.c))
-    return _compile(scoped)
+    # Not through _compile: this statement is new at every call, and the
+    # cache around this function already keeps its compiled form.
+    return _compiled(scoped)
 
 
 def _literal(value: str) -> str:
