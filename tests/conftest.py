@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from adapters.sqlalchemy.migrate import upgrade
+from adapters.sql.migrate import upgrade
 
 # Scans every response and log line of the run for secrets, tokens,
 # tracebacks and SQL (tests/leakscan.py).

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from domain.task import Priority, TaskFields
+from domain.task import FIELD_CHECKS, WRITABLE_FIELDS, Priority, TaskFields
 
 
 class Unset(enum.Enum):
@@ -21,7 +21,11 @@ UNSET = Unset.UNSET
 
 @dataclass(frozen=True, slots=True)
 class TaskPatch:
-    """A partial update: only the fields that are not ``UNSET`` change."""
+    """A partial update: only the fields that are not ``UNSET`` change.
+
+    Constructed from untrusted values, it checks the sent ones; ``trusted``
+    takes values that already passed those checks.
+    """
 
     title: str | Unset = UNSET
     description: str | Unset | None = UNSET
@@ -29,10 +33,22 @@ class TaskPatch:
     priority: Priority | Unset = UNSET
     due_at: datetime | Unset | None = UNSET
 
+    def __post_init__(self) -> None:
+        for name, check in FIELD_CHECKS.items():
+            value = getattr(self, name)
+            if value is not UNSET:
+                object.__setattr__(self, name, check(value))
+
+    @classmethod
+    def trusted(cls, **sent: Any) -> TaskPatch:
+        """A patch of values checked before (the edge's parse); the rest ``UNSET``."""
+        built = object.__new__(cls)
+        for name in WRITABLE_FIELDS:
+            object.__setattr__(built, name, sent.get(name, UNSET))
+        return built
+
     def apply_to(self, fields: TaskFields) -> TaskFields:
-        changes: dict[str, Any] = {
-            name: getattr(self, name)
-            for name in ("title", "description", "completed", "priority", "due_at")
-            if getattr(self, name) is not UNSET
-        }
-        return replace(fields, **changes) if changes else fields
+        """``fields`` with the sent values, which were checked when the patch was parsed."""
+        return fields.with_changes(
+            {name: value for name in WRITABLE_FIELDS if (value := getattr(self, name)) is not UNSET}
+        )

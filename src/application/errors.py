@@ -19,6 +19,14 @@ class ConcurrentUpdate(ApplicationError):
     """Another writer changed the task between our read and our write."""
 
 
+class ForeignTask(ApplicationError):
+    """A store was handed a task of another user than the one it serves.
+
+    A programming error, never a client's: the service builds every task for
+    the principal it acts for.
+    """
+
+
 class InvalidToken(ApplicationError):
     """A bearer token failed verification; ``reason`` is for logs and metrics."""
 

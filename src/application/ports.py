@@ -13,27 +13,44 @@ from application.queries import TaskQuery
 from domain.task import Task
 
 
-class TaskRepository(Protocol):
-    """Tasks of one store. Every method names the owner: there is no unscoped load."""
+class TaskReader(Protocol):
+    """Plain reads of one user's committed tasks, outside any transaction.
 
-    async def add(self, owner: str, task: Task) -> None: ...
+    Each read is one consistent snapshot; two reads need not see the same one.
+    """
 
-    async def get(self, owner: str, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
-        """The owner's task, or None; ``for_update`` locks it until the transaction ends."""
-        ...
+    async def get(self, task_id: uuid.UUID) -> Task | None: ...
 
-    async def list(self, owner: str, query: TaskQuery) -> list[Task]:
+    async def list(self, query: TaskQuery) -> list[Task]:
         """Up to ``query.limit + 1`` tasks after ``query.after`` in sort order.
 
         The extra row tells the caller that another page follows.
         """
         ...
 
-    async def update(self, owner: str, task: Task, *, expected_version: int) -> bool:
+
+class TaskRepository(Protocol):
+    """One user's tasks inside a unit of work: reads see its own writes.
+
+    The owner is the unit of work's; a task of anyone else's is simply not
+    there, and handing one to ``add`` or ``update`` raises ``ForeignTask``.
+    """
+
+    async def add(self, task: Task) -> None: ...
+
+    async def get(self, task_id: uuid.UUID) -> Task | None:
+        """The task, locked against other writers until the transaction ends."""
+        ...
+
+    async def list(self, query: TaskQuery) -> list[Task]:
+        """Like ``TaskReader.list``, with this transaction's writes."""
+        ...
+
+    async def update(self, task: Task, *, expected_version: int) -> bool:
         """Store ``task`` if the stored one still has ``expected_version``."""
         ...
 
-    async def delete(self, owner: str, task_id: uuid.UUID, *, expected_version: int) -> bool:
+    async def delete(self, task_id: uuid.UUID, *, expected_version: int) -> bool:
         """Delete the task if the stored one still has ``expected_version``."""
         ...
 
@@ -48,29 +65,22 @@ class IdempotentOutcome:
 
 
 class IdempotencyStore(Protocol):
-    """Remembers creates by ``(owner, key)``, in the same transaction as the task."""
+    """Remembers one user's creates by key, in the same transaction as the task."""
 
-    async def claim(self, owner: str, key: str) -> bool:
+    async def claim(self, key: str) -> bool:
         """Hold the key until this transaction ends; False if another holds it now."""
         ...
 
-    async def find(self, owner: str, key: str) -> IdempotentOutcome | None: ...
+    async def find(self, key: str) -> IdempotentOutcome | None: ...
 
-    async def save(
-        self, owner: str, key: str, outcome: IdempotentOutcome, *, expire_before: datetime
-    ) -> None:
-        """Store ``outcome`` (replacing an expired one) and drop the owner's
+    async def save(self, key: str, outcome: IdempotentOutcome, *, expire_before: datetime) -> None:
+        """Store ``outcome`` (replacing an expired one) and drop this user's
         outcomes older than ``expire_before``."""
         ...
 
 
 class UnitOfWork(Protocol):
-    """One transaction on behalf of one user; rolled back unless committed.
-
-    A store may run a plain read (``tasks.get`` without ``for_update``,
-    ``tasks.list``) as a statement of its own, outside the transaction: it
-    sees a consistent snapshot, but two such reads need not see the same one.
-    """
+    """One transaction of one user's writes; rolled back unless committed."""
 
     @property
     def tasks(self) -> TaskRepository: ...
@@ -90,10 +100,12 @@ class UnitOfWork(Protocol):
     async def commit(self) -> None: ...
 
 
-class UnitOfWorkFactory(Protocol):
-    def __call__(self, user_id: str, *, write: bool) -> UnitOfWork:
-        """A unit of work for ``user_id``; ``write`` says whether it will write."""
-        ...
+class TaskStore(Protocol):
+    """Where the use cases find one user's tasks: to read, or to change in a transaction."""
+
+    def reader(self, owner: str) -> TaskReader: ...
+
+    def unit_of_work(self, owner: str) -> UnitOfWork: ...
 
 
 class Clock(Protocol):
@@ -120,16 +132,16 @@ class PoolStatus:
     in_use: int
 
 
-class Storage(Protocol):
-    """A task store: units of work, a health probe, and shutdown."""
-
-    def unit_of_work(self, user_id: str, *, write: bool) -> UnitOfWork: ...
+class Storage(TaskStore, Protocol):
+    """A task store as the composition root sees it: with a probe and a pool."""
 
     async def ping(self) -> None:
         """Return when the store answers; raise ``StorageUnavailable`` otherwise."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Close every connection; the store serves nothing afterwards."""
+        ...
 
     async def warnings(self) -> list[str]:
         """Configuration problems worth a log line at start (e.g. RLS bypassed)."""

@@ -20,8 +20,8 @@ from application.ports import (
     IdempotentOutcome,
     IdGenerator,
     TaskRepository,
+    TaskStore,
     UnitOfWork,
-    UnitOfWorkFactory,
 )
 from application.principal import Principal
 from application.queries import Position, TaskPage, TaskQuery
@@ -47,13 +47,13 @@ class TaskService:
 
     def __init__(
         self,
-        uow_factory: UnitOfWorkFactory,
+        store: TaskStore,
         clock: Clock,
         ids: IdGenerator,
         *,
         write_attempts: int = 5,
     ) -> None:
-        self._uow = uow_factory
+        self._store = store
         self._clock = clock
         self._ids = ids
         self._attempts = write_attempts
@@ -80,27 +80,27 @@ class TaskService:
         user = self.authorize(principal, owner)
         now = self._clock.now()
         task = Task.new(task_id=self._ids.new_id(), owner=user, fields=fields, now=now)
-        async with self._uow(user, write=True) as uow:
+        async with self._store.unit_of_work(user) as uow:
             if idempotency_key is not None:
-                previous = await self._previous_outcome(uow, user, idempotency_key, fields, now)
+                previous = await self._previous_outcome(uow, idempotency_key, fields, now)
                 if previous is not None:
                     return previous
-            await uow.tasks.add(user, task)
+            await uow.tasks.add(task)
             if idempotency_key is not None:
                 outcome = IdempotentOutcome(fingerprint(fields), task, now)
                 await uow.idempotency.save(
-                    user, idempotency_key, outcome, expire_before=now - IDEMPOTENCY_TTL
+                    idempotency_key, outcome, expire_before=now - IDEMPOTENCY_TTL
                 )
             await uow.commit()
         return task
 
     @staticmethod
     async def _previous_outcome(
-        uow: UnitOfWork, user: str, key: str, fields: TaskFields, now: datetime
+        uow: UnitOfWork, key: str, fields: TaskFields, now: datetime
     ) -> Task | None:
-        if not await uow.idempotency.claim(user, key):
+        if not await uow.idempotency.claim(key):
             raise RequestInFlight(key)
-        previous = await uow.idempotency.find(user, key)
+        previous = await uow.idempotency.find(key)
         if previous is None or previous.created_at < now - IDEMPOTENCY_TTL:
             return None
         if previous.fingerprint != fingerprint(fields):
@@ -109,17 +109,14 @@ class TaskService:
 
     async def get(self, principal: Principal, owner: str, task_id: str) -> Task:
         user = self.authorize(principal, owner)
-        tid = _task_id(task_id)
-        async with self._uow(user, write=False) as uow:
-            task = await uow.tasks.get(user, tid)
+        task = await self._store.reader(user).get(_task_id(task_id))
         if task is None:
             raise TaskNotFound(task_id)
         return task
 
     async def list(self, principal: Principal, owner: str, query: TaskQuery) -> TaskPage:
         user = self.authorize(principal, owner)
-        async with self._uow(user, write=False) as uow:
-            rows = await uow.tasks.list(user, query)
+        rows = await self._store.reader(user).list(query)
         items = rows[: query.limit]
         if len(rows) <= query.limit:
             return TaskPage(items=items, next=None)
@@ -177,9 +174,9 @@ class TaskService:
         user = self.authorize(principal, owner)
         tid = _task_id(task_id)
         for _ in range(self._attempts):
-            async with self._uow(user, write=True) as uow:
-                current = await self._current(uow.tasks, user, tid, task_id, if_match)
-                if await uow.tasks.delete(user, tid, expected_version=current.version):
+            async with self._store.unit_of_work(user) as uow:
+                current = await self._current(uow.tasks, tid, task_id, if_match)
+                if await uow.tasks.delete(tid, expected_version=current.version):
                     await uow.commit()
                     return
             if if_match is not None:
@@ -199,12 +196,12 @@ class TaskService:
         # The row lock makes lost updates rare; the versioned write makes them
         # impossible, on stores that cannot lock rows too.
         for _ in range(self._attempts):
-            async with self._uow(user, write=True) as uow:
-                current = await self._current(uow.tasks, user, tid, task_id, if_match)
+            async with self._store.unit_of_work(user) as uow:
+                current = await self._current(uow.tasks, tid, task_id, if_match)
                 updated = change(current, self._clock.now())
                 if updated is current:
                     return current
-                if await uow.tasks.update(user, updated, expected_version=current.version):
+                if await uow.tasks.update(updated, expected_version=current.version):
                     await uow.commit()
                     return updated
             if if_match is not None:
@@ -213,10 +210,10 @@ class TaskService:
 
     @staticmethod
     async def _current(
-        tasks: TaskRepository, user: str, tid: uuid.UUID, raw_id: str, if_match: Versions
+        tasks: TaskRepository, tid: uuid.UUID, raw_id: str, if_match: Versions
     ) -> Task:
         """The task to change, locked; 404 before 412, so nothing is revealed."""
-        task = await tasks.get(user, tid, for_update=True)
+        task = await tasks.get(tid)
         if task is None:
             raise TaskNotFound(raw_id)
         if if_match is not None and task.version not in if_match:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import enum
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
+from typing import Any
 
 from domain.errors import InvalidTask
 
@@ -111,9 +114,21 @@ def parse_task_id(raw: str) -> uuid.UUID | None:
     return uuid.UUID(raw)
 
 
+FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "title": normalize_title,
+    "description": check_description,
+    "due_at": check_due_at,
+}
+"""The check of each writable field that has one: the stored form, or ``InvalidTask``."""
+
+
 @dataclass(frozen=True, slots=True)
 class TaskFields:
-    """The client-writable fields of a task, already valid."""
+    """The client-writable fields of a task.
+
+    Constructed from untrusted values, it checks and normalises them;
+    ``trusted`` builds it from values that already passed those checks.
+    """
 
     title: str
     description: str | None = None
@@ -122,9 +137,29 @@ class TaskFields:
     due_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "title", normalize_title(self.title))
-        object.__setattr__(self, "description", check_description(self.description))
-        object.__setattr__(self, "due_at", check_due_at(self.due_at))
+        for name, check in FIELD_CHECKS.items():
+            object.__setattr__(self, name, check(getattr(self, name)))
+
+    @classmethod
+    def trusted(cls, **values: Any) -> TaskFields:
+        """Fields from values checked before: a stored task's, or the edge's parse."""
+        built = object.__new__(cls)
+        for name in WRITABLE_FIELDS:
+            object.__setattr__(built, name, values[name])
+        return built
+
+    def with_changes(self, changes: dict[str, Any]) -> TaskFields:
+        """These fields with some replaced by values checked before."""
+        if not changes:
+            return self
+        return TaskFields.trusted(**{**self.as_dict(), **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in WRITABLE_FIELDS}
+
+
+WRITABLE_FIELDS = tuple(field.name for field in dataclass_fields(TaskFields))
+"""What a client may write; every other field of a Task the service keeps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +183,7 @@ class Task:
         return cls(
             id=task_id,
             user_id=check_owner(owner),
-            title=fields.title,
-            description=fields.description,
-            completed=fields.completed,
-            priority=fields.priority,
-            due_at=fields.due_at,
+            **fields.as_dict(),
             completed_at=now if fields.completed else None,
             created_at=now,
             updated_at=now,
@@ -160,13 +191,7 @@ class Task:
         )
 
     def fields(self) -> TaskFields:
-        return TaskFields(
-            title=self.title,
-            description=self.description,
-            completed=self.completed,
-            priority=self.priority,
-            due_at=self.due_at,
-        )
+        return TaskFields.trusted(**{name: getattr(self, name) for name in WRITABLE_FIELDS})
 
     def with_fields(self, fields: TaskFields, now: datetime) -> Task:
         """Apply ``fields``; a write that changes nothing returns ``self``."""
@@ -178,18 +203,14 @@ class Task:
             completed_at = now if fields.completed else None
         return replace(
             self,
-            title=fields.title,
-            description=fields.description,
-            completed=fields.completed,
-            priority=fields.priority,
-            due_at=fields.due_at,
+            **fields.as_dict(),
             completed_at=completed_at,
             updated_at=now,
             version=self.version + 1,
         )
 
     def set_completed(self, completed: bool, now: datetime) -> Task:
-        return self.with_fields(replace(self.fields(), completed=completed), now)
+        return self.with_fields(self.fields().with_changes({"completed": completed}), now)
 
     def toggle(self, now: datetime) -> Task:
         return self.set_completed(not self.completed, now)

@@ -6,7 +6,7 @@ import gc
 
 from fastapi import FastAPI
 
-from entrypoints.http import create_app
+from entrypoints.http.app import create_app
 from entrypoints.logging import configure_logging
 from entrypoints.settings import Settings
 

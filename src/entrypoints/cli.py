@@ -13,11 +13,10 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from adapters.auth import HmacTokenVerifier
-from adapters.sqlalchemy.migrate import upgrade
+from entrypoints.container import Container
 from entrypoints.logging import configure_logging, get_logger
 from entrypoints.secret import with_secret
-from entrypoints.settings import MEMORY_URL, Settings, describe_error
+from entrypoints.settings import Settings, describe_error
 
 log = get_logger("cli")
 
@@ -104,14 +103,11 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
 
 
 def _migrate(settings: Settings) -> None:
-    if settings.database_url == MEMORY_URL:
-        log.info("memory store: nothing to migrate")
-        return
     try:
-        asyncio.run(upgrade(settings.database_url))
+        migrated = asyncio.run(Container(settings=settings).migrate())
     except Exception as error:
         raise CommandError(f"migration failed: {type(error).__name__}") from None
-    log.info("migrations applied")
+    log.info("migrations applied" if migrated else "memory store: nothing to migrate")
 
 
 def _token(settings: Settings, sub: str, ttl: int) -> str:
@@ -122,14 +118,7 @@ def _token(settings: Settings, sub: str, ttl: int) -> str:
             "TASKVAULT_JWKS_URL is set, so the server accepts only your identity "
             "provider's tokens; get one from the provider"
         )
-    resolved = with_secret(settings)
-    assert resolved.jwt_secret is not None
-    verifier = HmacTokenVerifier(
-        resolved.jwt_secret.get_secret_value(),
-        issuer=resolved.jwt_issuer,
-        audience=resolved.jwt_audience,
-        leeway_s=resolved.jwt_leeway_s,
-    )
+    verifier = Container(settings=with_secret(settings)).hmac_verifier()
     return verifier.issue(sub, ttl_s=ttl, now=int(time.time()))
 
 

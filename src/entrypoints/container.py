@@ -1,47 +1,63 @@
-"""The composition root: which adapter serves which port."""
+"""The composition root: which adapter serves which port, and the lifetime of each.
+
+``Container`` builds every app-wide object from the settings. Those that
+hold connections are resources: ``init_resources`` opens them and
+``shutdown_resources`` closes them, dependents before what they depend on.
+``create_app`` and the CLI take everything they use from here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from dependency_injector import containers, providers
 
+from adapters.asyncpg import PgStorage
 from adapters.auth import CachingTokenVerifier, HmacTokenVerifier, JwksTokenVerifier
 from adapters.memory import MemoryStorage
 from adapters.ratelimit import LimitsRateLimiter
-from adapters.sqlalchemy import SqlStorage
-from adapters.sqlalchemy.engine import create_engine
+from adapters.sql.migrate import upgrade
+from adapters.sqlalchemy import SqlAlchemyStorage
 from adapters.system import SystemClock, UuidV7Generator
-from application.ports import RateLimiter, Storage, TokenVerifier
+from application.ports import RateLimiter, Storage
 from application.task_service import TaskService
+from entrypoints.http.cursor import CursorCodec
+from entrypoints.http.metrics import Metrics
+from entrypoints.http.services import Services
 from entrypoints.settings import MEMORY_URL, Settings
 
 
 def open_storage(settings: Settings) -> Storage:
-    if settings.database_url == MEMORY_URL:
+    """Memory, SQLite through SQLAlchemy, or PostgreSQL through asyncpg, by URL."""
+    url = settings.database_url
+    if url == MEMORY_URL:
         return MemoryStorage()
-    engine = create_engine(
-        settings.database_url,
-        timeout_s=settings.db_timeout_s,
-        pool_size=settings.db_pool_size,
-    )
-    return SqlStorage(engine)
+    timeout_s, pool_size = settings.db_timeout_s, settings.db_pool_size
+    if url.startswith("postgresql"):
+        return PgStorage(url, timeout_s=timeout_s, pool_size=pool_size)
+    return SqlAlchemyStorage(url, timeout_s=timeout_s, pool_size=pool_size)
 
 
-def token_verifier(settings: Settings) -> TokenVerifier:
-    """JWKS keys when a JWKS URL is set (HS256 is then refused), else the secret;
-    either way behind a cache of tokens that verified."""
-    return CachingTokenVerifier(_signature_verifier(settings))
+async def storage_lifetime(settings: Settings) -> AsyncIterator[Storage]:
+    store = open_storage(settings)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
-def _signature_verifier(settings: Settings) -> TokenVerifier:
-    if settings.jwks_url is not None:
-        return JwksTokenVerifier(
-            str(settings.jwks_url),
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            leeway_s=settings.jwt_leeway_s,
-            min_refresh_s=settings.jwks_min_refresh_s,
-            timeout_s=settings.jwks_timeout_s,
-        )
+async def rate_limiter_lifetime(settings: Settings) -> AsyncIterator[RateLimiter | None]:
+    if settings.rate_limit == "off":
+        yield None
+        return
+    limiter = LimitsRateLimiter(settings.rate_limit, settings.redis_url)
+    try:
+        yield limiter
+    finally:
+        await limiter.close()
+
+
+def make_hmac_verifier(settings: Settings) -> HmacTokenVerifier:
     if settings.jwt_secret is None:
         raise ValueError("TASKVAULT_JWT_SECRET is not set and no secret file was loaded")
     return HmacTokenVerifier(
@@ -52,24 +68,62 @@ def _signature_verifier(settings: Settings) -> TokenVerifier:
     )
 
 
-def rate_limiter(settings: Settings) -> RateLimiter | None:
-    if settings.rate_limit == "off":
-        return None
-    return LimitsRateLimiter(settings.rate_limit, settings.redis_url)
+def make_jwks_verifier(settings: Settings) -> JwksTokenVerifier:
+    return JwksTokenVerifier(
+        str(settings.jwks_url),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_s=settings.jwt_leeway_s,
+        min_refresh_s=settings.jwks_min_refresh_s,
+        timeout_s=settings.jwks_timeout_s,
+    )
+
+
+def verifier_kind(settings: Settings) -> str:
+    """JWKS keys when a JWKS URL is set (HS256 is then refused), else the secret."""
+    return "jwks" if settings.jwks_url is not None else "hmac"
+
+
+def make_cursor_codec(settings: Settings) -> CursorCodec:
+    if settings.jwt_secret is None:
+        raise ValueError("TASKVAULT_JWT_SECRET is not set and no secret file was loaded")
+    return CursorCodec(settings.jwt_secret.get_secret_value().encode())
+
+
+async def migrate_database(settings: Settings) -> bool:
+    """Bring the database up to date; False when there is none (``memory://``)."""
+    if settings.database_url == MEMORY_URL:
+        return False
+    await upgrade(settings.database_url)
+    return True
 
 
 class Container(containers.DeclarativeContainer):
-    """App-wide singletons. Request-scoped work is a unit of work the service opens."""
+    """App-wide objects. Request-scoped work is a unit of work the service opens."""
 
     settings = providers.Dependency(instance_of=Settings)
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(UuidV7Generator)
-    storage = providers.Singleton(open_storage, settings)
-    token_verifier = providers.Singleton(token_verifier, settings)
-    rate_limiter = providers.Singleton(rate_limiter, settings)
-    task_service = providers.Singleton(
-        TaskService,
-        uow_factory=storage.provided.unit_of_work,
-        clock=clock,
-        ids=ids,
+    storage = providers.Resource(storage_lifetime, settings)
+    rate_limiter = providers.Resource(rate_limiter_lifetime, settings)
+    hmac_verifier = providers.Singleton(make_hmac_verifier, settings)
+    jwks_verifier = providers.Singleton(make_jwks_verifier, settings)
+    token_verifier = providers.Singleton(
+        CachingTokenVerifier,
+        providers.Selector(
+            providers.Callable(verifier_kind, settings), jwks=jwks_verifier, hmac=hmac_verifier
+        ),
     )
+    cursor_codec = providers.Singleton(make_cursor_codec, settings)
+    metrics = providers.Singleton(Metrics, storage)
+    task_service = providers.Singleton(TaskService, store=storage, clock=clock, ids=ids)
+    services = providers.Singleton(
+        Services,
+        storage=storage,
+        tasks=task_service,
+        token_verifier=token_verifier,
+        rate_limiter=rate_limiter,
+        metrics=metrics,
+        cursors=cursor_codec,
+    )
+    migrate = providers.Coroutine(migrate_database, settings)

@@ -1,4 +1,8 @@
-"""A ``Storage`` for every adapter: the contract tests run once per store."""
+"""A ``Storage`` of every adapter: the contract tests run once per store.
+
+PostgreSQL is served by two adapters: the asyncpg one the service uses, and
+the SQLAlchemy one, which must pass the same contract.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,40 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from adapters.asyncpg import PgStorage
 from adapters.memory import MemoryStorage
-from adapters.sqlalchemy import SqlStorage
-from adapters.sqlalchemy.engine import create_engine
+from adapters.sqlalchemy import SqlAlchemyStorage
 from application.ports import Storage
 from tests.support import SequentialIds
 
+ADAPTERS = [
+    pytest.param("memory", marks=pytest.mark.memory),
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("asyncpg", marks=pytest.mark.postgres),
+    pytest.param("sqlalchemy-postgres", marks=pytest.mark.postgres),
+]
 
-def build_storage(url: str) -> Storage:
-    """The store behind ``url``: in memory, or SQLAlchemy for SQLite and PostgreSQL."""
-    if url == "memory://":
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """The adapter under test and the URL of its empty, migrated database."""
+    if request.param == "memory":
+        return "memory", "memory://"
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return request.param, url
+
+
+def build_storage(adapter: str, url: str) -> Storage:
+    if adapter == "memory":
         return MemoryStorage()
-    return SqlStorage(create_engine(url))
+    return PgStorage(url) if adapter == "asyncpg" else SqlAlchemyStorage(url)
 
 
 @pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    """An empty, migrated store of the parametrized kind, closed after the test."""
-    store = build_storage(database_url)
+async def storage(adapter: tuple[str, str]) -> AsyncIterator[Storage]:
+    """A store of the parametrized adapter, closed after the test."""
+    store = build_storage(*adapter)
     try:
         yield store
     finally:

@@ -63,28 +63,25 @@ async def store(storage: Storage, *tasks: Task) -> None:
     """Add and commit ``tasks``, one unit of work per owner."""
     owners = dict.fromkeys(task.user_id for task in tasks)
     for owner in owners:
-        async with storage.unit_of_work(owner, write=True) as uow:
+        async with storage.unit_of_work(owner) as uow:
             for task in tasks:
                 if task.user_id == owner:
-                    await uow.tasks.add(owner, task)
+                    await uow.tasks.add(task)
             await uow.commit()
 
 
 async def fetch(storage: Storage, owner: str, task_id: uuid.UUID) -> Task | None:
-    """The committed task, read in a fresh read-only unit of work."""
-    async with storage.unit_of_work(owner, write=False) as uow:
-        return await uow.tasks.get(owner, task_id)
+    """The committed task, through the owner's reader."""
+    return await storage.reader(owner).get(task_id)
 
 
 async def fetch_all(storage: Storage, owner: str) -> list[Task]:
-    """Every committed task of ``owner`` (at most 1,000), in the default order."""
-    async with storage.unit_of_work(owner, write=False) as uow:
-        return await uow.tasks.list(owner, TaskQuery(limit=1000))
+    """Every committed task of ``owner`` (at most 200), in the default order."""
+    return await storage.reader(owner).list(TaskQuery(limit=200))
 
 
 async def list_page(storage: Storage, owner: str, query: TaskQuery) -> list[Task]:
-    async with storage.unit_of_work(owner, write=False) as uow:
-        return await uow.tasks.list(owner, query)
+    return await storage.reader(owner).list(query)
 
 
 def position_after(sort: Sort, task: Task) -> Position:
@@ -156,13 +153,6 @@ def is_beyond(sort: Sort, task: Task, position: Position) -> bool:
     return later(value, position.value)
 
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def ascii_lower(text: str) -> str:
-    return text.translate(_ASCII_LOWER)
-
-
 def matches(task: Task, flt: TaskFilter) -> bool:
     """The contract's filter semantics, written out plainly."""
     if flt.status is Status.PENDING and task.completed:
@@ -172,9 +162,10 @@ def matches(task: Task, flt: TaskFilter) -> bool:
     if flt.priority is not None and task.priority is not flt.priority:
         return False
     if flt.text:
-        needle = ascii_lower(flt.text)
+        # Case-insensitive by Unicode full case folding: "straße" finds "STRASSE".
+        needle = flt.text.casefold()
         haystacks = [task.title, task.description or ""]
-        if not any(needle in ascii_lower(h) for h in haystacks):
+        if not any(needle in h.casefold() for h in haystacks):
             return False
     if flt.due_before is not None and (task.due_at is None or not task.due_at < flt.due_before):
         return False

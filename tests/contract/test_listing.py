@@ -29,12 +29,14 @@ from tests.contract.reference import (
     is_beyond,
     list_dataset,
     list_page,
+    make_task,
     matches,
     position_after,
     sort_id,
     store,
     walk_pages,
 )
+from tests.support import SequentialIds
 
 DEFAULT_SORT = Sort()
 DAY = BASE + timedelta(hours=24)
@@ -122,6 +124,31 @@ async def test_filters_compare_due_dates_strictly_and_skip_tasks_without_one(
         assert listed
         assert not listed & on_the_day, f"{flt}: a task due exactly on the bound"
         assert not listed & undated, f"{flt}: a task without a due date"
+
+
+CASE_FOLDING = {
+    "accent-upper-found-by-lower": ("été", "Été à la plage"),
+    "accent-lower-found-by-upper": ("ÉTÉ", "un été indien"),
+    "sharp-s-found-by-ss": ("STRASSE", "Hauptstraße 5"),
+    "ss-found-by-sharp-s": ("straße", "STRASSE sperren"),
+    "greek-final-sigma": ("ΟΔΟΣ", "οδος"),
+    "titlecase-digraph": ("ǆ", "Ǆungla"),
+}
+
+
+@pytest.mark.parametrize(("needle", "title"), list(CASE_FOLDING.values()), ids=list(CASE_FOLDING))
+async def test_text_filter_folds_case_beyond_ascii(
+    storage: Storage, ids: SequentialIds, needle: str, title: str
+) -> None:
+    """``q`` matches by Unicode full case folding (``str.casefold``) on every store."""
+    found = make_task(ids.new_id(), title=title)
+    other = make_task(ids.new_id(), title="Nothing alike", description="ete strase")
+    await store(storage, found, other)
+    flt = TaskFilter(text=needle)
+
+    assert matches(found, flt)
+    assert not matches(other, flt)
+    assert await list_page(storage, ALICE, TaskQuery(filter=flt)) == [found]
 
 
 async def test_filter_with_no_match_returns_nothing(
@@ -342,9 +369,9 @@ async def test_tasks_inserted_between_pages_are_never_repeated_or_skipped(
             assert len(walked) == len(set(walked)), "a task was repeated"
             assert set(walked) == {t.id for t in alice_tasks} | set(_ids(inserted_after))
 
-        async with storage.unit_of_work(ALICE, write=True) as uow:
+        async with storage.unit_of_work(ALICE) as uow:
             for task in [*inserted_before, *inserted_after]:
-                assert await uow.tasks.delete(ALICE, task.id, expected_version=task.version)
+                assert await uow.tasks.delete(task.id, expected_version=task.version)
             await uow.commit()
 
 
@@ -359,9 +386,9 @@ async def test_tasks_deleted_between_pages_do_not_disturb_the_walk(
     assert _ids(page) == _ids(expected[: k + 2])
 
     # The cursor's own task and the one that would have come next both go.
-    async with storage.unit_of_work(ALICE, write=True) as uow:
+    async with storage.unit_of_work(ALICE) as uow:
         for task in (cursor, lookahead):
-            assert await uow.tasks.delete(ALICE, task.id, expected_version=task.version)
+            assert await uow.tasks.delete(task.id, expected_version=task.version)
         await uow.commit()
 
     query = TaskQuery(sort=sort, limit=2, after=position_after(sort, cursor))

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from application.errors import ForeignTask
 from application.ports import Storage
 from application.queries import TaskQuery
 from domain.task import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH, Priority, Task
@@ -39,11 +40,10 @@ async def test_add_then_get_in_the_same_unit_of_work_and_after_commit(
     storage: Storage, ids: SequentialIds
 ) -> None:
     task = make_task(ids.new_id(), title="Write the report")
-    async with storage.unit_of_work(ALICE, write=True) as uow:
-        await uow.tasks.add(ALICE, task)
-        assert await uow.tasks.get(ALICE, task.id) == task
-        assert await uow.tasks.get(ALICE, task.id, for_update=True) == task
-        assert await uow.tasks.list(ALICE, TaskQuery()) == [task]
+    async with storage.unit_of_work(ALICE) as uow:
+        await uow.tasks.add(task)
+        assert await uow.tasks.get(task.id) == task
+        assert await uow.tasks.list(TaskQuery()) == [task]
         await uow.commit()
 
     assert await fetch(storage, ALICE, task.id) == task
@@ -55,8 +55,8 @@ async def test_get_returns_none_for_a_missing_id(storage: Storage, ids: Sequenti
     await store(storage, task)
 
     assert await fetch(storage, ALICE, ids.new_id()) is None
-    async with storage.unit_of_work(ALICE, write=True) as uow:
-        assert await uow.tasks.get(ALICE, ids.new_id(), for_update=True) is None
+    async with storage.unit_of_work(ALICE) as uow:
+        assert await uow.tasks.get(ids.new_id()) is None
 
 
 async def test_get_is_scoped_to_the_owner(storage: Storage, ids: SequentialIds) -> None:
@@ -64,8 +64,8 @@ async def test_get_is_scoped_to_the_owner(storage: Storage, ids: SequentialIds) 
     await store(storage, alices)
 
     assert await fetch(storage, BOB, alices.id) is None
-    async with storage.unit_of_work(BOB, write=True) as uow:
-        assert await uow.tasks.get(BOB, alices.id, for_update=True) is None
+    async with storage.unit_of_work(BOB) as uow:
+        assert await uow.tasks.get(alices.id) is None
 
     # Bob may hold a task with the very same id: each owner sees only their own.
     bobs = replace(alices, user_id=BOB, title="Bob's", priority=Priority.LOW)
@@ -81,25 +81,25 @@ async def test_get_is_scoped_to_the_owner(storage: Storage, ids: SequentialIds) 
 
 
 async def _add(storage: Storage, task: Task, *, fail: bool) -> None:
-    async with storage.unit_of_work(task.user_id, write=True) as uow:
-        await uow.tasks.add(task.user_id, task)
-        assert await uow.tasks.get(task.user_id, task.id) == task
+    async with storage.unit_of_work(task.user_id) as uow:
+        await uow.tasks.add(task)
+        assert await uow.tasks.get(task.id) == task
         if fail:
             raise Boom
 
 
 async def _update(storage: Storage, task: Task, *, fail: bool) -> None:
-    async with storage.unit_of_work(task.user_id, write=True) as uow:
-        assert await uow.tasks.update(task.user_id, task, expected_version=task.version - 1)
-        assert await uow.tasks.get(task.user_id, task.id) == task
+    async with storage.unit_of_work(task.user_id) as uow:
+        assert await uow.tasks.update(task, expected_version=task.version - 1)
+        assert await uow.tasks.get(task.id) == task
         if fail:
             raise Boom
 
 
 async def _delete(storage: Storage, task: Task, *, fail: bool) -> None:
-    async with storage.unit_of_work(task.user_id, write=True) as uow:
-        assert await uow.tasks.delete(task.user_id, task.id, expected_version=task.version)
-        assert await uow.tasks.get(task.user_id, task.id) is None
+    async with storage.unit_of_work(task.user_id) as uow:
+        assert await uow.tasks.delete(task.id, expected_version=task.version)
+        assert await uow.tasks.get(task.id) is None
         if fail:
             raise Boom
 
@@ -161,9 +161,9 @@ async def test_uncommitted_writes_are_invisible_to_other_units_of_work(
     kept = make_task(ids.new_id(), title="Kept")
     await store(storage, kept)
     added = make_task(ids.new_id(), title="Added", created_at=BASE + timedelta(seconds=1))
-    async with storage.unit_of_work(ALICE, write=True) as writer:
-        await writer.tasks.add(ALICE, added)
-        assert await writer.tasks.delete(ALICE, kept.id, expected_version=1)
+    async with storage.unit_of_work(ALICE) as writer:
+        await writer.tasks.add(added)
+        assert await writer.tasks.delete(kept.id, expected_version=1)
 
         assert await fetch(storage, ALICE, added.id) is None
         assert await fetch(storage, ALICE, kept.id) == kept
@@ -194,9 +194,9 @@ async def test_update_with_the_expected_version_stores_the_task(
     await store(storage, original)
     changed = _edited(original, "Final")
 
-    async with storage.unit_of_work(ALICE, write=True) as uow:
-        assert await uow.tasks.update(ALICE, changed, expected_version=1) is True
-        assert await uow.tasks.get(ALICE, original.id) == changed
+    async with storage.unit_of_work(ALICE) as uow:
+        assert await uow.tasks.update(changed, expected_version=1) is True
+        assert await uow.tasks.get(original.id) == changed
         await uow.commit()
 
     assert await fetch(storage, ALICE, original.id) == changed
@@ -209,23 +209,23 @@ async def test_update_with_a_stale_version_changes_nothing(
     original = make_task(ids.new_id(), title="Draft")
     await store(storage, original)
     second = _edited(original, "Second")
-    async with storage.unit_of_work(ALICE, write=True) as uow:
-        assert await uow.tasks.update(ALICE, second, expected_version=1) is True
+    async with storage.unit_of_work(ALICE) as uow:
+        assert await uow.tasks.update(second, expected_version=1) is True
         await uow.commit()
 
     for stale in (1, 3, 0):
         third = replace(_edited(second, f"Stale {stale}"), version=stale + 1)
-        async with storage.unit_of_work(ALICE, write=True) as uow:
-            assert await uow.tasks.update(ALICE, third, expected_version=stale) is False
-            assert await uow.tasks.get(ALICE, original.id) == second
+        async with storage.unit_of_work(ALICE) as uow:
+            assert await uow.tasks.update(third, expected_version=stale) is False
+            assert await uow.tasks.get(original.id) == second
             await uow.commit()
         assert await fetch(storage, ALICE, original.id) == second
 
 
 async def test_update_of_a_missing_task_is_refused(storage: Storage, ids: SequentialIds) -> None:
     ghost = make_task(ids.new_id(), title="Ghost", version=2)
-    async with storage.unit_of_work(ALICE, write=True) as uow:
-        assert await uow.tasks.update(ALICE, ghost, expected_version=1) is False
+    async with storage.unit_of_work(ALICE) as uow:
+        assert await uow.tasks.update(ghost, expected_version=1) is False
         await uow.commit()
 
     assert await fetch(storage, ALICE, ghost.id) is None
@@ -239,12 +239,14 @@ async def test_update_naming_another_owner_never_touches_their_row(
     await store(storage, alices)
     hijacked = _edited(alices, "Hijacked")
 
-    async with storage.unit_of_work(BOB, write=True) as uow:
-        # Alice's task, stored under Bob's name: refused.
-        assert await uow.tasks.update(BOB, hijacked, expected_version=1) is False
+    # Alice's task, handed to Bob's unit of work: refused.
+    with pytest.raises(ForeignTask):
+        async with storage.unit_of_work(BOB) as uow:
+            await uow.tasks.update(hijacked, expected_version=1)
+    async with storage.unit_of_work(BOB) as uow:
         # The same task relabelled as Bob's: Bob has no such task.
         relabelled = replace(hijacked, user_id=BOB)
-        assert await uow.tasks.update(BOB, relabelled, expected_version=1) is False
+        assert await uow.tasks.update(relabelled, expected_version=1) is False
         await uow.commit()
     assert await fetch(storage, ALICE, alices.id) == alices
     assert await fetch(storage, BOB, alices.id) is None
@@ -253,8 +255,8 @@ async def test_update_naming_another_owner_never_touches_their_row(
     bobs = replace(alices, user_id=BOB, title="Bob's")
     await store(storage, bobs)
     bobs_changed = _edited(bobs, "Bob's, edited")
-    async with storage.unit_of_work(BOB, write=True) as uow:
-        assert await uow.tasks.update(BOB, bobs_changed, expected_version=1) is True
+    async with storage.unit_of_work(BOB) as uow:
+        assert await uow.tasks.update(bobs_changed, expected_version=1) is True
         await uow.commit()
     assert await fetch(storage, BOB, alices.id) == bobs_changed
     assert await fetch(storage, ALICE, alices.id) == alices
@@ -270,17 +272,17 @@ async def test_delete_with_the_expected_version_removes_the_task(
     kept = make_task(ids.new_id(), title="Kept")
     await store(storage, doomed, kept)
 
-    async with storage.unit_of_work(ALICE, write=True) as uow:
-        assert await uow.tasks.delete(ALICE, doomed.id, expected_version=4) is True
-        assert await uow.tasks.get(ALICE, doomed.id) is None
+    async with storage.unit_of_work(ALICE) as uow:
+        assert await uow.tasks.delete(doomed.id, expected_version=4) is True
+        assert await uow.tasks.get(doomed.id) is None
         await uow.commit()
 
     assert await fetch(storage, ALICE, doomed.id) is None
     assert await fetch(storage, ALICE, kept.id) == kept
     assert await fetch_all(storage, ALICE) == [kept]
     # Deleting it again finds nothing.
-    async with storage.unit_of_work(ALICE, write=True) as uow:
-        assert await uow.tasks.delete(ALICE, doomed.id, expected_version=4) is False
+    async with storage.unit_of_work(ALICE) as uow:
+        assert await uow.tasks.delete(doomed.id, expected_version=4) is False
         await uow.commit()
 
 
@@ -291,16 +293,16 @@ async def test_delete_with_a_stale_version_changes_nothing(
     await store(storage, task)
 
     for stale in (1, 3):
-        async with storage.unit_of_work(ALICE, write=True) as uow:
-            assert await uow.tasks.delete(ALICE, task.id, expected_version=stale) is False
-            assert await uow.tasks.get(ALICE, task.id) == task
+        async with storage.unit_of_work(ALICE) as uow:
+            assert await uow.tasks.delete(task.id, expected_version=stale) is False
+            assert await uow.tasks.get(task.id) == task
             await uow.commit()
         assert await fetch(storage, ALICE, task.id) == task
 
 
 async def test_delete_of_a_missing_task_is_refused(storage: Storage, ids: SequentialIds) -> None:
-    async with storage.unit_of_work(ALICE, write=True) as uow:
-        assert await uow.tasks.delete(ALICE, ids.new_id(), expected_version=1) is False
+    async with storage.unit_of_work(ALICE) as uow:
+        assert await uow.tasks.delete(ids.new_id(), expected_version=1) is False
         await uow.commit()
 
 
@@ -310,16 +312,16 @@ async def test_delete_naming_another_owner_never_touches_their_row(
     alices = make_task(ids.new_id(), owner=ALICE, title="Alice's")
     await store(storage, alices)
 
-    async with storage.unit_of_work(BOB, write=True) as uow:
-        assert await uow.tasks.delete(BOB, alices.id, expected_version=1) is False
+    async with storage.unit_of_work(BOB) as uow:
+        assert await uow.tasks.delete(alices.id, expected_version=1) is False
         await uow.commit()
     assert await fetch(storage, ALICE, alices.id) == alices
 
     # Bob's own task with the same id: his delete removes his row only.
     bobs = replace(alices, user_id=BOB, title="Bob's")
     await store(storage, bobs)
-    async with storage.unit_of_work(BOB, write=True) as uow:
-        assert await uow.tasks.delete(BOB, alices.id, expected_version=1) is True
+    async with storage.unit_of_work(BOB) as uow:
+        assert await uow.tasks.delete(alices.id, expected_version=1) is True
         await uow.commit()
     assert await fetch(storage, BOB, alices.id) is None
     assert await fetch(storage, ALICE, alices.id) == alices
@@ -431,8 +433,8 @@ async def test_updated_fields_round_trip(storage: Storage, ids: SequentialIds) -
         updated_at=BASE + timedelta(hours=5, microseconds=42),
         version=2,
     )
-    async with storage.unit_of_work(ALICE, write=True) as uow:
-        assert await uow.tasks.update(ALICE, changed, expected_version=1)
+    async with storage.unit_of_work(ALICE) as uow:
+        assert await uow.tasks.update(changed, expected_version=1)
         await uow.commit()
 
     loaded = await fetch(storage, ALICE, original.id)
@@ -462,16 +464,16 @@ async def test_concurrent_updates_with_the_same_version_let_exactly_one_win(
 
     async def attempt(candidate: Task) -> bool:
         await start.wait()  # both units of work begin together
-        async with storage.unit_of_work(ALICE, write=True) as uow:
+        async with storage.unit_of_work(ALICE) as uow:
             # Read, then write: the usual shape of a use case.
-            current = await uow.tasks.get(ALICE, candidate.id)
+            current = await uow.tasks.get(candidate.id)
             assert current is not None
             reads.append(current.version)
             if len(reads) == len(candidates):
                 all_read.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(all_read.wait(), RIVAL_READ_WAIT_S)
-            updated = await uow.tasks.update(ALICE, candidate, expected_version=1)
+            updated = await uow.tasks.update(candidate, expected_version=1)
             await uow.commit()
         return updated
 
@@ -495,14 +497,14 @@ async def test_a_locking_read_waits_for_the_concurrent_writer(
 
     async def attempt(candidate: Task) -> Task | None:
         await start.wait()
-        async with storage.unit_of_work(ALICE, write=True) as uow:
-            current = await uow.tasks.get(ALICE, candidate.id, for_update=True)
+        async with storage.unit_of_work(ALICE) as uow:
+            current = await uow.tasks.get(candidate.id)
             assert current is not None
             reads.append(current.version)
             # Give the rival every chance to read too; a lock must stop it.
             await asyncio.sleep(RIVAL_READ_WAIT_S)
             written = replace(candidate, version=current.version + 1)
-            updated = await uow.tasks.update(ALICE, written, expected_version=current.version)
+            updated = await uow.tasks.update(written, expected_version=current.version)
             await uow.commit()
         return written if updated else None
 

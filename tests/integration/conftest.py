@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from entrypoints.http import create_app
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.support import SECRET
 

@@ -28,8 +28,8 @@ import pytest
 from fastapi import FastAPI
 from jose import jwt
 
-from adapters.sqlalchemy.migrate import upgrade
-from entrypoints.http import create_app
+from adapters.sql.migrate import upgrade
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.processes import LOOPBACK, free_port, serving
 from tests.support import SECRET

@@ -11,15 +11,19 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from adapters.memory import MemoryStorage
-from adapters.sqlalchemy import SqlStorage
-from adapters.sqlalchemy.engine import create_engine
-from application.ports import IdempotentOutcome, Storage, TaskRepository, UnitOfWork
+from application.ports import (
+    IdempotentOutcome,
+    Storage,
+    TaskReader,
+    TaskRepository,
+    UnitOfWork,
+)
 from application.principal import Principal
 from application.queries import TaskQuery
 from application.task_service import IDEMPOTENCY_TTL, TaskService
 from domain.task import TaskFields
-from entrypoints.http import create_app
+from entrypoints.container import open_storage
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.support import SECRET, FixedClock, SequentialIds, auth
 
@@ -102,21 +106,27 @@ async def test_concurrent_repeats_create_exactly_one_task(client: httpx.AsyncCli
 @pytest.mark.postgres
 async def test_a_repeat_while_the_first_is_in_flight_is_a_409(postgres_url: str) -> None:
     """On PostgreSQL two transactions overlap: hold the key in one, POST in another."""
-    settings = Settings(database_url=postgres_url, jwt_secret=SecretStr(SECRET), _env_file=None)  # type: ignore[call-arg]
+    settings = _settings(postgres_url)
     app = create_app(settings)
-    storage = SqlStorage(create_engine(postgres_url))
+    storage = open_storage(settings)
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        ):
             await _hold_key_and_post(storage, client)
     finally:
         await storage.close()
-        await app.state.storage.close()
 
 
-async def _hold_key_and_post(storage: SqlStorage, client: httpx.AsyncClient) -> None:
-    async with storage.unit_of_work("alice", write=True) as first:
-        assert await first.idempotency.claim("alice", "slow")
+def _settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, jwt_secret=SecretStr(SECRET), _env_file=None)  # type: ignore[call-arg]
+
+
+async def _hold_key_and_post(storage: Storage, client: httpx.AsyncClient) -> None:
+    async with storage.unit_of_work("alice") as first:
+        assert await first.idempotency.claim("slow")
         busy = await _post(client, {"title": "x"}, "slow")
     assert busy.status_code == 409
     assert "retry-after" in busy.headers
@@ -125,9 +135,7 @@ async def _hold_key_and_post(storage: SqlStorage, client: httpx.AsyncClient) -> 
 
 @pytest.fixture
 async def storage(database_url: str) -> AsyncIterator[Storage]:
-    store: Storage = (
-        MemoryStorage() if database_url == "memory://" else SqlStorage(create_engine(database_url))
-    )
+    store = open_storage(_settings(database_url))
     try:
         yield store
     finally:
@@ -136,7 +144,7 @@ async def storage(database_url: str) -> AsyncIterator[Storage]:
 
 async def test_a_key_is_remembered_for_24_hours_and_then_forgotten(storage: Storage) -> None:
     clock = FixedClock()
-    service = TaskService(storage.unit_of_work, clock, SequentialIds())
+    service = TaskService(storage, clock, SequentialIds())
     first = await service.create(ALICE, "me", TaskFields("Daily"), "daily")
     clock.current += IDEMPOTENCY_TTL - timedelta(seconds=1)
     assert await service.create(ALICE, "me", TaskFields("Daily"), "daily") == first
@@ -167,27 +175,35 @@ class _FailingSave:
     async def commit(self) -> None:
         await self._inner.commit()
 
-    async def claim(self, owner: str, key: str) -> bool:
-        return await self._inner.idempotency.claim(owner, key)
+    async def claim(self, key: str) -> bool:
+        return await self._inner.idempotency.claim(key)
 
-    async def find(self, owner: str, key: str) -> IdempotentOutcome | None:
-        return await self._inner.idempotency.find(owner, key)
+    async def find(self, key: str) -> IdempotentOutcome | None:
+        return await self._inner.idempotency.find(key)
 
-    async def save(
-        self, owner: str, key: str, outcome: IdempotentOutcome, *, expire_before: datetime
-    ) -> None:
+    async def save(self, key: str, outcome: IdempotentOutcome, *, expire_before: datetime) -> None:
         raise RuntimeError("crash between the task and its key")
 
 
-async def test_a_crash_leaves_neither_the_task_nor_the_key(storage: Storage) -> None:
-    def failing(user_id: str, *, write: bool) -> UnitOfWork:
-        return _FailingSave(storage.unit_of_work(user_id, write=write))
+class _FailingSaves:
+    """A store whose units of work fail to save a key."""
 
-    broken = TaskService(failing, FixedClock(), SequentialIds())
+    def __init__(self, inner: Storage) -> None:
+        self._inner = inner
+
+    def reader(self, owner: str) -> TaskReader:
+        return self._inner.reader(owner)
+
+    def unit_of_work(self, owner: str) -> UnitOfWork:
+        return _FailingSave(self._inner.unit_of_work(owner))
+
+
+async def test_a_crash_leaves_neither_the_task_nor_the_key(storage: Storage) -> None:
+    broken = TaskService(_FailingSaves(storage), FixedClock(), SequentialIds())
     with pytest.raises(RuntimeError):
         await broken.create(ALICE, "me", TaskFields("Lost?"), "crash")
-    healthy = TaskService(storage.unit_of_work, FixedClock(), SequentialIds())
+    healthy = TaskService(storage, FixedClock(), SequentialIds())
     page = await healthy.list(ALICE, "me", TaskQuery(limit=200))
     assert page.items == []
-    async with storage.unit_of_work("alice", write=False) as uow:
-        assert await uow.idempotency.find("alice", "crash") is None
+    async with storage.unit_of_work("alice") as uow:
+        assert await uow.idempotency.find("crash") is None

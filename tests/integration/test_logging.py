@@ -18,9 +18,9 @@ from dependency_injector import providers
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from application.ports import PoolStatus, UnitOfWork
+from application.ports import PoolStatus, TaskReader, UnitOfWork
 from entrypoints.container import Container
-from entrypoints.http import create_app
+from entrypoints.http.app import create_app
 from entrypoints.logging import LOGGER_NAME, JsonFormatter, get_logger
 from entrypoints.settings import Settings
 from tests.integration.test_http_helpers import tasks_url
@@ -176,9 +176,12 @@ async def test_a_line_logged_while_serving_a_request_names_that_request(lines: L
 
 
 class _FailingStorage:
-    """A store whose units of work fail with an error the service does not expect."""
+    """A store whose reads and units of work fail with an error the service does not expect."""
 
-    def unit_of_work(self, user_id: str, *, write: bool) -> UnitOfWork:
+    def reader(self, owner: str) -> TaskReader:
+        raise RuntimeError("SELECT password FROM tasks WHERE user_id = 'alice'")
+
+    def unit_of_work(self, owner: str) -> UnitOfWork:
         raise RuntimeError("SELECT password FROM tasks WHERE user_id = 'alice'")
 
     async def ping(self) -> None:

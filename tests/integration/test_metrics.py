@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from adapters.sqlalchemy import SqlStorage
-from entrypoints.http import create_app
+from adapters.memory import MemoryStorage
+from entrypoints.http.app import create_app
 from entrypoints.http.metrics import AUTH_DETAILS, auth_detail
 from entrypoints.settings import Settings
 from tests.integration.test_http_helpers import create, missing_id, tasks_url
@@ -70,15 +70,15 @@ async def test_metrics_is_prometheus_text_and_needs_no_token(
 
 
 async def test_pool_gauges_follow_the_store(app: FastAPI, client: httpx.AsyncClient) -> None:
-    storage = app.state.storage
-    pooled = isinstance(storage, SqlStorage)
-    expected_size = storage.engine.pool.size() if pooled else 0
+    storage = app.state.services.storage
+    pooled = not isinstance(storage, MemoryStorage)
+    expected_size = app.state.container.settings().db_pool_size if pooled else 0
     _, samples = await scrape(client)
     assert value(samples, "taskvault_db_pool_size") == expected_size
     assert value(samples, "taskvault_db_pool_connections_in_use") == 0
     if pooled:
         assert expected_size > 0
-    async with storage.unit_of_work("alice", write=False):
+    async with storage.unit_of_work("alice"):
         _, during = await scrape(client)
     assert value(during, "taskvault_db_pool_connections_in_use") == (1 if pooled else 0)
     _, after = await scrape(client)

@@ -27,7 +27,7 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from pydantic import SecretStr
 
-from entrypoints.http import create_app
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.leakscan import (
     Exchange,

@@ -52,11 +52,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from adapters.sqlalchemy import SqlStorage
-from adapters.sqlalchemy.tables import tasks as tasks_table
-from entrypoints.http import create_app
+from adapters.sql.tables import tasks as tasks_table
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.support import SECRET, TASK_KEYS, USERS, auth
 
@@ -436,7 +435,7 @@ class Run:
     """One example: the client, the model, and the checks of every answer."""
 
     client: httpx.AsyncClient
-    storage: object
+    engine: AsyncEngine | None
     headers: dict[str, dict[str, str]] = field(
         default_factory=lambda: {user: auth(user) for user in USERS}
     )
@@ -573,8 +572,8 @@ class Run:
             params = {"sort": "created_at", "limit": "1"}
             resp = await self.call(user, "GET", f"/api/{user}/tasks", params=params)
             await self.check_pages(user, resp, self.expected_list(user, params), params)
-        if isinstance(self.storage, SqlStorage):
-            await self.check_rows(self.storage.engine)
+        if self.engine is not None:
+            await self.check_rows(self.engine)
 
     async def check_rows(self, engine: AsyncEngine) -> None:
         """The table holds exactly the model's tasks, each under its owner."""
@@ -821,17 +820,21 @@ async def wipe(engine: AsyncEngine) -> None:
 async def run_example(database_url: str, operations: list[Operation]) -> None:
     config = Settings(database_url=database_url, jwt_secret=SecretStr(SECRET), _env_file=None)  # type: ignore[call-arg]
     app = create_app(config)
-    async with app.router.lifespan_context(app):
-        storage = app.state.storage
-        if isinstance(storage, SqlStorage):
-            await wipe(storage.engine)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
-            run = Run(client=client, storage=storage)
-            await run.setup()
-            for operation in operations:
-                await run.apply(operation)
-            await run.finish()
+    engine = None if database_url == "memory://" else create_async_engine(database_url)
+    try:
+        async with app.router.lifespan_context(app):
+            if engine is not None:
+                await wipe(engine)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+                run = Run(client=client, engine=engine)
+                await run.setup()
+                for operation in operations:
+                    await run.apply(operation)
+                await run.finish()
+    finally:
+        if engine is not None:
+            await engine.dispose()
 
 
 def test_three_users_only_ever_see_their_own_tasks(database_url: str) -> None:

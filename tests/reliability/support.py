@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from adapters.sqlalchemy.migrate import upgrade
+from adapters.sql.migrate import upgrade
 from tests.processes import free_port
 from tests.support import SECRET
 

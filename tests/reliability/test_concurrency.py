@@ -18,8 +18,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from adapters.sqlalchemy.migrate import upgrade
-from entrypoints.http import create_app
+from adapters.sql.migrate import upgrade
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.reliability.support import PROBLEM_JSON
 from tests.support import SECRET, auth

@@ -21,10 +21,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from adapters.sqlalchemy.engine import create_engine
-from adapters.sqlalchemy.pool import PgPool
-from adapters.sqlalchemy.postgres import PgUnitOfWork
-from adapters.sqlalchemy.storage import SqlStorage
+from adapters.asyncpg import PgStorage
+from adapters.asyncpg.unit_of_work import PgUnitOfWork
 from application.errors import StorageUnavailable
 from application.queries import TaskQuery
 from tests.reliability.load import MixedLoad
@@ -196,19 +194,18 @@ def test_frozen_postgres_gives_bounded_503s(
 
 
 async def _fill_pool_restart_and_use(cluster: PgCluster, url: str) -> list[str]:
-    storage = SqlStorage(create_engine(url, timeout_s=TIMEOUT_S, pool_size=4))
+    storage = PgStorage(url, timeout_s=TIMEOUT_S, pool_size=4)
     try:
 
         async def one(user: str) -> None:
-            async with storage.unit_of_work(user, write=False) as uow:
-                await uow.tasks.list(user, TaskQuery())
+            async with storage.unit_of_work(user) as uow:
+                await uow.tasks.list(TaskQuery())
                 await asyncio.sleep(0.2)  # all four connections out at once
 
         await asyncio.gather(*(one(f"u{n}") for n in range(4)))
         await asyncio.to_thread(cluster.stop, "fast")
         with pytest.raises(StorageUnavailable):
-            async with storage.unit_of_work("u0", write=False) as uow:
-                await uow.tasks.list("u0", TaskQuery())
+            await storage.reader("u0").list(TaskQuery())
         await asyncio.to_thread(cluster.start)
         results: list[str] = []
         for n in range(8):  # twice the pool: every stale connection would be met
@@ -237,33 +234,32 @@ INTERNAL = "cannot switch to state 15; another operation (2) is in progress"
 async def _raise_in_unit_of_work(url: str, *, lose_connection: bool) -> BaseException:
     """What a unit of work makes of asyncpg's InternalClientError, with the
     connection lost (as when the server shut down mid-statement) or not."""
-    engine = create_engine(url, timeout_s=TIMEOUT_S, pool_size=1)
-    pool = PgPool(engine)
+    storage = PgStorage(url, timeout_s=TIMEOUT_S, pool_size=1)
     admin = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string())
     try:
         caught: Exception | None = None
         try:
-            async with PgUnitOfWork(pool, "u", write=False) as uow:
+            async with storage.unit_of_work("u") as uow:
+                assert isinstance(uow, PgUnitOfWork)
+                connection = await uow.connection()
                 if lose_connection:
-                    pid = uow.driver.get_server_pid()
+                    pid = connection.get_server_pid()
                     await admin.execute("SELECT pg_terminate_backend($1)", pid)
                     for _ in range(200):
-                        if uow.driver.is_closed():
+                        if connection.is_closed():
                             break
                         await asyncio.sleep(0.01)
-                    assert uow.driver.is_closed()
+                    assert connection.is_closed()
                 raise asyncpg.InternalClientError(INTERNAL)
         except Exception as error:
             caught = error
         assert caught is not None
         # The only pooled connection was dropped or kept as needed: it still serves.
-        async with PgUnitOfWork(pool, "u", write=False) as uow:
-            await uow.tasks.list("u", TaskQuery())
+        await storage.reader("u").list(TaskQuery())
         return caught
     finally:
         await admin.close()
-        await pool.close()
-        await engine.dispose()
+        await storage.close()
 
 
 def test_any_error_on_a_lost_connection_is_unavailable(pg_database: str) -> None:

@@ -17,7 +17,7 @@ from pydantic import HttpUrl, SecretStr
 
 from adapters.auth import JwksTokenVerifier
 from application.errors import InvalidToken
-from entrypoints.http import create_app
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.jwks_support import (
     AUDIENCE,

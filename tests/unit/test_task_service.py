@@ -14,7 +14,7 @@ import pytest
 from adapters.memory import MemoryStorage
 from application.commands import UNSET, TaskPatch
 from application.errors import ConcurrentUpdate, Forbidden, InvalidQuery, PreconditionFailed
-from application.ports import IdempotencyStore, TaskRepository, UnitOfWork
+from application.ports import IdempotencyStore, TaskReader, TaskRepository, UnitOfWork
 from application.principal import Principal
 from application.queries import (
     Sort,
@@ -48,7 +48,7 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def service(storage: MemoryStorage, clock: FixedClock) -> TaskService:
-    return TaskService(storage.unit_of_work, clock, SequentialIds())
+    return TaskService(storage, clock, SequentialIds())
 
 
 async def add(
@@ -162,8 +162,14 @@ async def test_a_malformed_id_is_not_found(service: TaskService, raw: str) -> No
 # --- ownership: Forbidden before any I/O ---------------------------------------------------
 
 
-def _no_io(user_id: str, *, write: bool) -> UnitOfWork:
-    pytest.fail(f"a unit of work was opened (user_id={user_id!r}, write={write})")
+class _NoIO:
+    """A store that fails the test when the service asks it for anything."""
+
+    def reader(self, owner: str) -> TaskReader:
+        pytest.fail(f"a reader was opened (owner={owner!r})")
+
+    def unit_of_work(self, owner: str) -> UnitOfWork:
+        pytest.fail(f"a unit of work was opened (owner={owner!r})")
 
 
 Operation = Callable[[TaskService, str], Awaitable[object]]
@@ -187,7 +193,7 @@ OPERATIONS: dict[str, Operation] = {
 @pytest.mark.parametrize("owner", ["bob", "ME", "Me", "Alice", "alice ", " alice", ""])
 @pytest.mark.parametrize("name", list(OPERATIONS))
 async def test_a_foreign_owner_is_forbidden_before_any_io(name: str, owner: str) -> None:
-    service = TaskService(_no_io, FixedClock(START), SequentialIds())
+    service = TaskService(_NoIO(), FixedClock(START), SequentialIds())
     with pytest.raises(Forbidden):
         await OPERATIONS[name](service, owner)
 
@@ -754,28 +760,29 @@ class Race:
 
 
 class RacingRepository:
-    def __init__(self, inner: TaskRepository, race: Race) -> None:
+    def __init__(self, inner: TaskRepository, owner: str, race: Race) -> None:
         self._inner = inner
+        self._owner = owner
         self._race = race
 
-    async def add(self, owner: str, task: Task) -> None:
-        await self._inner.add(owner, task)
+    async def add(self, task: Task) -> None:
+        await self._inner.add(task)
 
-    async def get(self, owner: str, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
-        return await self._inner.get(owner, task_id, for_update=for_update)
+    async def get(self, task_id: uuid.UUID) -> Task | None:
+        return await self._inner.get(task_id)
 
-    async def update(self, owner: str, task: Task, *, expected_version: int) -> bool:
-        if self._lose(owner, task.id):
+    async def update(self, task: Task, *, expected_version: int) -> bool:
+        if self._lose(self._owner, task.id):
             return False
-        return await self._inner.update(owner, task, expected_version=expected_version)
+        return await self._inner.update(task, expected_version=expected_version)
 
-    async def delete(self, owner: str, task_id: uuid.UUID, *, expected_version: int) -> bool:
-        if self._lose(owner, task_id):
+    async def delete(self, task_id: uuid.UUID, *, expected_version: int) -> bool:
+        if self._lose(self._owner, task_id):
             return False
-        return await self._inner.delete(owner, task_id, expected_version=expected_version)
+        return await self._inner.delete(task_id, expected_version=expected_version)
 
-    async def list(self, owner: str, query: TaskQuery) -> builtins.list[Task]:
-        return await self._inner.list(owner, query)
+    async def list(self, query: TaskQuery) -> builtins.list[Task]:
+        return await self._inner.list(query)
 
     def _lose(self, owner: str, task_id: uuid.UUID) -> bool:
         self._race.writes += 1
@@ -788,14 +795,15 @@ class RacingRepository:
 
 
 class RacingUnitOfWork:
-    def __init__(self, storage: MemoryStorage, user_id: str, write: bool, race: Race) -> None:
+    def __init__(self, storage: MemoryStorage, owner: str, race: Race) -> None:
         self._storage = storage
-        self._inner = storage.unit_of_work(user_id, write=write)
+        self._owner = owner
+        self._inner = storage.unit_of_work(owner)
         self._race = race
 
     @property
     def tasks(self) -> TaskRepository:
-        return RacingRepository(self._inner.tasks, self._race)
+        return RacingRepository(self._inner.tasks, self._owner, self._race)
 
     @property
     def idempotency(self) -> IdempotencyStore:
@@ -815,13 +823,13 @@ class RacingUnitOfWork:
         if self._race.pending is not None and self._race.rival is not None:
             owner, task_id = self._race.pending
             self._race.pending = None
-            async with self._storage.unit_of_work(owner, write=True) as uow:
-                current = await uow.tasks.get(owner, task_id, for_update=True)
+            async with self._storage.unit_of_work(owner) as uow:
+                current = await uow.tasks.get(task_id)
                 assert current is not None
                 rival = current.with_fields(
                     replace(current.fields(), description=self._race.rival), START
                 )
-                assert await uow.tasks.update(owner, rival, expected_version=current.version)
+                assert await uow.tasks.update(rival, expected_version=current.version)
                 await uow.commit()
 
     async def commit(self) -> None:
@@ -833,17 +841,20 @@ class RacingStorage:
         self._storage = storage
         self._race = race
 
-    def unit_of_work(self, user_id: str, *, write: bool) -> RacingUnitOfWork:
-        return RacingUnitOfWork(self._storage, user_id, write, self._race)
+    def reader(self, owner: str) -> TaskReader:
+        return self._storage.reader(owner)
+
+    def unit_of_work(self, owner: str) -> RacingUnitOfWork:
+        return RacingUnitOfWork(self._storage, owner, self._race)
 
 
 async def racing_setup(
     storage: MemoryStorage, clock: FixedClock, race: Race, attempts: int = 5
 ) -> tuple[TaskService, Task]:
-    plain = TaskService(storage.unit_of_work, clock, SequentialIds())
+    plain = TaskService(storage, clock, SequentialIds())
     task = await add(plain, description="original")
     racing = TaskService(
-        RacingStorage(storage, race).unit_of_work, clock, SequentialIds(), write_attempts=attempts
+        RacingStorage(storage, race), clock, SequentialIds(), write_attempts=attempts
     )
     return racing, task
 

@@ -1,5 +1,5 @@
 """In-memory store: the fake for unit tests and the ``memory://`` demo store."""
 
-from adapters.memory.storage import MemoryStorage, MemoryTaskRepository, MemoryUnitOfWork
+from adapters.memory.storage import MemoryStorage
 
-__all__ = ["MemoryStorage", "MemoryTaskRepository", "MemoryUnitOfWork"]
+__all__ = ["MemoryStorage"]

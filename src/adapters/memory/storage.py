@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 from types import TracebackType
 
+from application.errors import ForeignTask
 from application.ports import IdempotentOutcome, PoolStatus
 from application.queries import (
     Position,
@@ -23,73 +24,95 @@ _Rows = dict[str, dict[uuid.UUID, Task]]
 _Outcomes = dict[tuple[str, str], IdempotentOutcome]
 
 
-class MemoryTaskRepository:
-    """Reads see this transaction's own writes; others see them after commit."""
+def _listed(tasks: list[Task], query: TaskQuery) -> list[Task]:
+    selected = [t for t in tasks if _matches(t, query.filter)]
+    ordered = _ordered(selected, query.sort)
+    if query.after is not None:
+        after = query.after
+        ordered = [t for t in ordered if _is_after(t, after, query.sort)]
+    return ordered[: query.limit + 1]
 
-    def __init__(self, rows: _Rows) -> None:
+
+class MemoryTaskReader:
+    """One owner's committed tasks."""
+
+    def __init__(self, rows: _Rows, owner: str) -> None:
         self._rows = rows
-        self._pending: dict[tuple[str, uuid.UUID], Task | None] = {}
+        self._owner = owner
 
-    def _current(self, owner: str, task_id: uuid.UUID) -> Task | None:
-        key = (owner, task_id)
-        if key in self._pending:
-            return self._pending[key]
-        return self._rows.get(owner, {}).get(task_id)
+    async def get(self, task_id: uuid.UUID) -> Task | None:
+        return self._rows.get(self._owner, {}).get(task_id)
 
-    async def add(self, owner: str, task: Task) -> None:
-        if task.user_id != owner:
-            raise ValueError("task owner does not match")
-        if self._current(owner, task.id) is not None:
+    async def list(self, query: TaskQuery) -> list[Task]:
+        return _listed(list(self._rows.get(self._owner, {}).values()), query)
+
+
+class MemoryTaskRepository:
+    """One owner's tasks: reads see this transaction's own writes, others after commit."""
+
+    def __init__(self, rows: _Rows, owner: str) -> None:
+        self._rows = rows
+        self._owner = owner
+        self._pending: dict[uuid.UUID, Task | None] = {}
+
+    def _current(self, task_id: uuid.UUID) -> Task | None:
+        if task_id in self._pending:
+            return self._pending[task_id]
+        return self._rows.get(self._owner, {}).get(task_id)
+
+    async def add(self, task: Task) -> None:
+        if task.user_id != self._owner:
+            raise ForeignTask(str(task.id))
+        if self._current(task.id) is not None:
             raise ValueError(f"task {task.id} exists")
-        self._pending[(owner, task.id)] = task
+        self._pending[task.id] = task
 
-    async def get(self, owner: str, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
-        return self._current(owner, task_id)
+    async def get(self, task_id: uuid.UUID) -> Task | None:
+        return self._current(task_id)
 
-    async def list(self, owner: str, query: TaskQuery) -> list[Task]:
-        ids = set(self._rows.get(owner, {}))
-        ids.update(tid for (who, tid) in self._pending if who == owner)
-        visible = [task for tid in ids if (task := self._current(owner, tid)) is not None]
-        selected = [t for t in visible if _matches(t, query.filter)]
-        ordered = _ordered(selected, query.sort)
-        if query.after is not None:
-            after = query.after
-            ordered = [t for t in ordered if _is_after(t, after, query.sort)]
-        return ordered[: query.limit + 1]
+    async def list(self, query: TaskQuery) -> list[Task]:
+        ids = set(self._rows.get(self._owner, {})) | set(self._pending)
+        return _listed([task for tid in ids if (task := self._current(tid)) is not None], query)
 
-    async def update(self, owner: str, task: Task, *, expected_version: int) -> bool:
-        current = self._current(owner, task.id)
-        if current is None or current.version != expected_version or task.user_id != owner:
-            return False
-        self._pending[(owner, task.id)] = task
-        return True
-
-    async def delete(self, owner: str, task_id: uuid.UUID, *, expected_version: int) -> bool:
-        current = self._current(owner, task_id)
+    async def update(self, task: Task, *, expected_version: int) -> bool:
+        if task.user_id != self._owner:
+            raise ForeignTask(str(task.id))
+        current = self._current(task.id)
         if current is None or current.version != expected_version:
             return False
-        self._pending[(owner, task_id)] = None
+        self._pending[task.id] = task
+        return True
+
+    async def delete(self, task_id: uuid.UUID, *, expected_version: int) -> bool:
+        current = self._current(task_id)
+        if current is None or current.version != expected_version:
+            return False
+        self._pending[task_id] = None
         return True
 
     def apply(self) -> None:
-        for (owner, task_id), task in self._pending.items():
+        mine = self._rows.setdefault(self._owner, {})
+        for task_id, task in self._pending.items():
             if task is None:
-                self._rows.get(owner, {}).pop(task_id, None)
+                mine.pop(task_id, None)
             else:
-                self._rows.setdefault(owner, {})[task_id] = task
+                mine[task_id] = task
         self._pending.clear()
 
 
 class MemoryIdempotencyStore:
-    def __init__(self, outcomes: _Outcomes, claimed: set[tuple[str, str]]) -> None:
+    """One owner's outcomes; a key is held by at most one transaction at a time."""
+
+    def __init__(self, outcomes: _Outcomes, claimed: set[tuple[str, str]], owner: str) -> None:
         self._outcomes = outcomes
         self._claimed = claimed
+        self._owner = owner
         self._held: set[tuple[str, str]] = set()
         self._pending: dict[tuple[str, str], IdempotentOutcome] = {}
-        self._expire: dict[str, datetime] = {}
+        self._expire_before: datetime | None = None
 
-    async def claim(self, owner: str, key: str) -> bool:
-        name = (owner, key)
+    async def claim(self, key: str) -> bool:
+        name = (self._owner, key)
         if name in self._held:
             return True
         if name in self._claimed:
@@ -98,24 +121,26 @@ class MemoryIdempotencyStore:
         self._held.add(name)
         return True
 
-    async def find(self, owner: str, key: str) -> IdempotentOutcome | None:
-        return self._pending.get((owner, key)) or self._outcomes.get((owner, key))
+    async def find(self, key: str) -> IdempotentOutcome | None:
+        name = (self._owner, key)
+        return self._pending.get(name) or self._outcomes.get(name)
 
-    async def save(
-        self, owner: str, key: str, outcome: IdempotentOutcome, *, expire_before: datetime
-    ) -> None:
-        self._pending[(owner, key)] = outcome
-        self._expire[owner] = expire_before
+    async def save(self, key: str, outcome: IdempotentOutcome, *, expire_before: datetime) -> None:
+        self._pending[(self._owner, key)] = outcome
+        self._expire_before = expire_before
 
     def apply(self) -> None:
-        for owner, cutoff in self._expire.items():
+        cutoff = self._expire_before
+        if cutoff is not None:
             for name in [
-                n for n, o in self._outcomes.items() if n[0] == owner and o.created_at < cutoff
+                n
+                for n, o in self._outcomes.items()
+                if n[0] == self._owner and o.created_at < cutoff
             ]:
                 del self._outcomes[name]
         self._outcomes.update(self._pending)
         self._pending.clear()
-        self._expire.clear()
+        self._expire_before = None
 
     def release(self) -> None:
         self._claimed.difference_update(self._held)
@@ -123,27 +148,16 @@ class MemoryIdempotencyStore:
 
 
 class MemoryUnitOfWork:
-    """Writers take the store's lock for the whole transaction, like SQLite."""
+    """Units of work take the store's lock for the whole transaction, like SQLite's writers."""
 
-    def __init__(
-        self,
-        rows: _Rows,
-        outcomes: _Outcomes,
-        claimed: set[tuple[str, str]],
-        lock: asyncio.Lock,
-        write: bool,
-    ) -> None:
-        self._rows = rows
-        self._outcomes = outcomes
-        self._claimed = claimed
-        self._lock = lock
-        self._write = write
-        self.tasks = MemoryTaskRepository(rows)
-        self.idempotency = MemoryIdempotencyStore(outcomes, claimed)
+    def __init__(self, store: MemoryStorage, owner: str) -> None:
+        self._store = store
+        self._owner = owner
+        self.tasks = MemoryTaskRepository(store.rows, owner)
+        self.idempotency = MemoryIdempotencyStore(store.outcomes, store.claimed, owner)
 
     async def __aenter__(self) -> MemoryUnitOfWork:
-        if self._write:
-            await self._lock.acquire()
+        await self._store.lock.acquire()
         return self
 
     async def __aexit__(
@@ -152,11 +166,12 @@ class MemoryUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.tasks = MemoryTaskRepository(self._rows)
+        self.tasks = MemoryTaskRepository(self._store.rows, self._owner)
         self.idempotency.release()
-        self.idempotency = MemoryIdempotencyStore(self._outcomes, self._claimed)
-        if self._write:
-            self._lock.release()
+        self.idempotency = MemoryIdempotencyStore(
+            self._store.outcomes, self._store.claimed, self._owner
+        )
+        self._store.lock.release()
 
     async def commit(self) -> None:
         self.tasks.apply()
@@ -167,13 +182,16 @@ class MemoryStorage:
     """Keeps nothing after the process exits."""
 
     def __init__(self) -> None:
-        self._rows: _Rows = {}
-        self._outcomes: _Outcomes = {}
-        self._claimed: set[tuple[str, str]] = set()
-        self._lock = asyncio.Lock()
+        self.rows: _Rows = {}
+        self.outcomes: _Outcomes = {}
+        self.claimed: set[tuple[str, str]] = set()
+        self.lock = asyncio.Lock()
 
-    def unit_of_work(self, user_id: str, *, write: bool) -> MemoryUnitOfWork:
-        return MemoryUnitOfWork(self._rows, self._outcomes, self._claimed, self._lock, write)
+    def reader(self, owner: str) -> MemoryTaskReader:
+        return MemoryTaskReader(self.rows, owner)
+
+    def unit_of_work(self, owner: str) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self, owner)
 
     async def ping(self) -> None:
         return None

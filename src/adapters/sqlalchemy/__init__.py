@@ -1,5 +1,5 @@
-"""SQLAlchemy 2 async store: PostgreSQL through asyncpg, SQLite through aiosqlite."""
+"""The SQLAlchemy async store: SQLite through aiosqlite, or PostgreSQL, on an ``AsyncEngine``."""
 
-from adapters.sqlalchemy.storage import SqlStorage
+from adapters.sqlalchemy.storage import SqlAlchemyStorage
 
-__all__ = ["SqlStorage"]
+__all__ = ["SqlAlchemyStorage"]

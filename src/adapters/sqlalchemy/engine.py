@@ -20,8 +20,6 @@ def create_engine(url: str, *, timeout_s: float = 5.0, pool_size: int = 10) -> A
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database, timeout_s, pool_size)
     if parsed.get_backend_name() == "postgresql":
-        # Requests take their connections from ``pool.PgPool``, which copies
-        # this pool's size and timeout; the engine's own pool serves tools.
         engine = create_async_engine(
             url,
             pool_size=pool_size,
@@ -29,24 +27,15 @@ def create_engine(url: str, *, timeout_s: float = 5.0, pool_size: int = 10) -> A
             # under load the pool would open and close sessions constantly.
             max_overflow=0,
             pool_timeout=timeout_s,
-            connect_args=pg_connect_args(timeout_s),
+            connect_args={
+                "timeout": timeout_s,
+                "command_timeout": timeout_s,
+                "server_settings": {"application_name": "taskvault"},
+            },
         )
         _replace_closed_connections(engine)
         return engine
     raise ValueError(f"unsupported database URL scheme: {parsed.drivername}")
-
-
-def pg_connect_args(timeout_s: float) -> dict[str, Any]:
-    """asyncpg's connection settings, for the engine and for ``pool.PgPool``."""
-    return {
-        "timeout": timeout_s,
-        "command_timeout": timeout_s,
-        # postgres.py quotes the RLS user id as a standard string.
-        "server_settings": {
-            "application_name": "taskvault",
-            "standard_conforming_strings": "on",
-        },
-    }
 
 
 _NEW = "taskvault_new"
@@ -59,7 +48,7 @@ def _replace_closed_connections(engine: AsyncEngine) -> None:
     already knows (the server's goodbye closed the socket), so ``is_closed()``
     finds them without the round trip ``pool_pre_ping`` would cost on every
     checkout. A connection lost without notice fails its first statement
-    instead: a 503, and the unit of work invalidates it (postgres.py).
+    instead: a 503, and the unit of work invalidates it.
     """
 
     @event.listens_for(engine.sync_engine, "connect")

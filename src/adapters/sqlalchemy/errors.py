@@ -1,16 +1,12 @@
-"""Which database errors mean "unavailable now, retry later" (503)."""
+"""Which errors from SQLAlchemy and its drivers mean "unavailable now" (503)."""
 
 from __future__ import annotations
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
+from adapters.sql.unavailable import is_unavailable_sqlstate
 from application.errors import StorageUnavailable
-
-# SQLSTATE classes that mean the database cannot serve us now: connection
-# exceptions, insufficient resources (too many clients), operator
-# intervention (shutdown, cannot connect now, query canceled by timeout).
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57")
 
 _UNAVAILABLE_TYPES = (
     sa_exc.OperationalError,
@@ -29,9 +25,7 @@ def is_unavailable(error: BaseException) -> bool:
     sqlstate = getattr(error, "sqlstate", None) or getattr(
         getattr(error, "orig", None), "sqlstate", None
     )
-    if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
-        return True
-    return isinstance(error, _UNAVAILABLE_TYPES)
+    return is_unavailable_sqlstate(sqlstate) or isinstance(error, _UNAVAILABLE_TYPES)
 
 
 def unavailable(error: Exception) -> Exception:

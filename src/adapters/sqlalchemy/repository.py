@@ -1,4 +1,4 @@
-"""``TaskRepository`` executed through SQLAlchemy (SQLite); every statement names the owner."""
+"""Tasks through SQLAlchemy: every statement names the owner it was built for."""
 
 from __future__ import annotations
 
@@ -6,38 +6,52 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.sqlalchemy import statements as sql
+from adapters.sql import statements as sql
+from adapters.sql.rows import task_from, task_row
+from application.errors import ForeignTask
 from application.queries import TaskQuery
 from domain.task import Task
 
 
+async def get_task(conn: AsyncConnection, owner: str, task_id: uuid.UUID) -> Task | None:
+    row = (await conn.execute(sql.SELECT_TASK, {"owner": owner, "task_id": task_id})).first()
+    return None if row is None else task_from(row)
+
+
+async def list_tasks(conn: AsyncConnection, owner: str, query: TaskQuery) -> list[Task]:
+    statement = sql.list_statement(sql.ListShape.of(query))
+    result = await conn.execute(statement, sql.list_params(owner, query))
+    return [task_from(row) for row in result]
+
+
 class SqlTaskRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    """One owner's tasks in the unit of work's transaction."""
+
+    def __init__(self, connection: AsyncConnection, owner: str) -> None:
         self._conn = connection
+        self._owner = owner
 
-    async def add(self, owner: str, task: Task) -> None:
-        if task.user_id != owner:
-            raise ValueError("task owner does not match")
-        await self._conn.execute(sql.INSERT_TASK, sql.task_row(task))
+    async def add(self, task: Task) -> None:
+        if task.user_id != self._owner:
+            raise ForeignTask(str(task.id))
+        await self._conn.execute(sql.INSERT_TASK, task_row(task))
 
-    async def get(self, owner: str, task_id: uuid.UUID, *, for_update: bool = False) -> Task | None:
-        stmt = sql.SELECT_TASK_FOR_UPDATE if for_update else sql.SELECT_TASK
-        row = (await self._conn.execute(stmt, {"owner": owner, "task_id": task_id})).first()
-        return None if row is None else sql.task_from(row._mapping)
+    async def get(self, task_id: uuid.UUID) -> Task | None:
+        params = {"owner": self._owner, "task_id": task_id}
+        row = (await self._conn.execute(sql.SELECT_TASK_FOR_UPDATE, params)).first()
+        return None if row is None else task_from(row)
 
-    async def list(self, owner: str, query: TaskQuery) -> list[Task]:
-        stmt = sql.list_statement(sql.ListShape.of(query))
-        result = await self._conn.execute(stmt, sql.list_params(owner, query))
-        return [sql.task_from(row._mapping) for row in result]
+    async def list(self, query: TaskQuery) -> list[Task]:
+        return await list_tasks(self._conn, self._owner, query)
 
-    async def update(self, owner: str, task: Task, *, expected_version: int) -> bool:
-        if task.user_id != owner:
-            return False
-        params = sql.update_params(owner, task, expected_version)
+    async def update(self, task: Task, *, expected_version: int) -> bool:
+        if task.user_id != self._owner:
+            raise ForeignTask(str(task.id))
+        params = sql.update_params(self._owner, task, expected_version)
         result = await self._conn.execute(sql.UPDATE_TASK, params)
         return bool(result.rowcount == 1)
 
-    async def delete(self, owner: str, task_id: uuid.UUID, *, expected_version: int) -> bool:
-        params = {"owner": owner, "task_id": task_id, "expected_version": expected_version}
+    async def delete(self, task_id: uuid.UUID, *, expected_version: int) -> bool:
+        params = {"owner": self._owner, "task_id": task_id, "expected_version": expected_version}
         result = await self._conn.execute(sql.DELETE_TASK, params)
         return bool(result.rowcount == 1)

@@ -1,5 +1,1 @@
-"""The HTTP edge: FastAPI app, controllers, error mapping and middleware."""
-
-from entrypoints.http.app import create_app
-
-__all__ = ["create_app"]
+"""The HTTP edge: FastAPI app (``app.create_app``), controllers, error mapping, middleware."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,10 +13,10 @@ from starlette.middleware.cors import CORSMiddleware
 
 from entrypoints.container import Container
 from entrypoints.http import docs, errors, health, metrics, tasks
-from entrypoints.http.cursor import CursorCodec
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from entrypoints.http.problems import PROBLEM_MEDIA_TYPE
+from entrypoints.http.services import Services
 from entrypoints.logging import get_logger
 from entrypoints.secret import with_secret
 from entrypoints.settings import Settings
@@ -36,12 +37,15 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for warning in await app.state.storage.warnings():
-            log.warning(warning)
-        yield
-        await app.state.storage.close()
-        if app.state.rate_limiter is not None:
-            await app.state.rate_limiter.close()
+        await _settled(container.init_resources())
+        try:
+            services: Services = await _settled(container.services())
+            app.state.services = services
+            for warning in await services.storage.warnings():
+                log.warning(warning)
+            yield
+        finally:
+            await _settled(container.shutdown_resources())
 
     app = FastAPI(
         title="taskvault",
@@ -53,14 +57,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         redoc_url=None,
     )
     app.state.container = container
-    # Resolved once here so the hot path reads attributes, not providers.
-    app.state.storage = container.storage()
-    app.state.task_service = container.task_service()
-    app.state.token_verifier = container.token_verifier()
-    app.state.rate_limiter = container.rate_limiter()
-    app.state.metrics = metrics.Metrics(app.state.storage)
-    assert resolved.jwt_secret is not None
-    app.state.cursor_codec = CursorCodec(resolved.jwt_secret.get_secret_value().encode())
 
     # The routes join the app's own table rather than an included router, so
     # that ``app.routes`` lists every APIRoute on any FastAPI version: the
@@ -98,9 +94,15 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.add_middleware(RequestContextMiddleware)
     # Outermost: it times the whole request and sees the 500 that the
     # request-context layer makes of an unhandled error.
-    app.add_middleware(metrics.MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(metrics.MetricsMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+async def _settled(value: Any) -> Any:
+    """``value``, awaited if it is awaitable: a provider whose dependencies are all
+    synchronous (a test's override) answers at once, any other with a future."""
+    return await value if inspect.isawaitable(value) else value
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

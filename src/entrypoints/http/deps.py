@@ -1,8 +1,8 @@
 """FastAPI dependencies: who is calling, and whether they may use the path's user.
 
 One dependency per request on purpose: each ``Depends`` costs FastAPI a solve
-step on the hot path, so the app-wide objects are read from ``app.state``
-(``services``) rather than injected one by one.
+step on the hot path, so the app-wide objects come from one ``Services``
+rather than being injected one by one.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from application.errors import InvalidToken, RateLimited
-from application.ports import RateLimiter, TokenVerifier
 from application.principal import Principal
 from application.task_service import TaskService
 from entrypoints.http.cursor import CursorCodec
 from entrypoints.http.errors import MissingToken
+from entrypoints.http.services import services
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -27,18 +27,16 @@ bearer = HTTPBearer(
 
 
 def service(request: Request) -> TaskService:
-    task_service: TaskService = request.app.state.task_service
-    return task_service
+    return services(request).tasks
 
 
 def cursors(request: Request) -> CursorCodec:
-    codec: CursorCodec = request.app.state.cursor_codec
-    return codec
+    return services(request).cursors
 
 
 async def _spend(request: Request, key: str) -> None:
     """Count the request against ``key``; past the budget, a 429."""
-    limiter: RateLimiter | None = request.app.state.rate_limiter
+    limiter = services(request).rate_limiter
     if limiter is None:
         return
     status = await limiter.hit(key)
@@ -60,15 +58,15 @@ async def authenticate(
     token spends its client IP's, so a flood of bad tokens from an address
     never locks a real user out.
     """
+    app = services(request)
     if credentials is None:
-        request.app.state.metrics.auth_failed(None)
+        app.metrics.auth_failed(None)
         await _spend(request, f"ip:{_client_ip(request)}")
         raise MissingToken()
-    verifier: TokenVerifier = request.app.state.token_verifier
     try:
-        verified = await verifier.verify(credentials.credentials)
+        verified = await app.token_verifier.verify(credentials.credentials)
     except InvalidToken as error:
-        request.app.state.metrics.auth_failed(error.reason)
+        app.metrics.auth_failed(error.reason)
         await _spend(request, f"ip:{_client_ip(request)}")
         raise
     request.state.user_id = verified.user_id

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from application.errors import StorageUnavailable
 from entrypoints.http.errors import RETRY_AFTER_S
 from entrypoints.http.jsonbody import JSONResponse
+from entrypoints.http.services import services
 
 router = APIRouter(tags=["operations"])
 
@@ -38,7 +39,7 @@ async def healthz() -> Response:
 )
 async def readyz(request: Request) -> Response:
     try:
-        await request.app.state.storage.ping()
+        await services(request).storage.ping()
     except StorageUnavailable:
         return JSONResponse(
             {"status": "unavailable"}, status_code=503, headers={"Retry-After": RETRY_AFTER_S}

@@ -173,11 +173,14 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Outermost layer: times every HTTP request and counts it once it is answered."""
+    """Outermost layer: times every HTTP request and counts it once it is answered.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    The app's ``Metrics`` is found through the scope: it is built with the
+    app's other services when the app starts, after this layer was added.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -193,7 +196,7 @@ class MetricsMiddleware:
                 started_response = True
             await send(message)
 
-        metrics = self.metrics
+        metrics: Metrics = scope["app"].state.services.metrics
         metrics.in_flight.inc()
         started = time.perf_counter()
         try:
@@ -215,5 +218,5 @@ router = APIRouter(tags=["operations"])
 @router.get("/metrics", include_in_schema=False)
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus text format; no token (keep the port off the public internet)."""
-    metrics: Metrics = request.app.state.metrics
+    metrics: Metrics = request.app.state.services.metrics
     return Response(metrics.render(), media_type=CONTENT_TYPE)

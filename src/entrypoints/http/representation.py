@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from application.task_service import Versions
 from domain.task import Task
+from domain.task_shape import Document, to_document
 
 
-def task_body(task: Task) -> dict[str, Any]:
-    return {
-        "id": str(task.id),
-        "user_id": task.user_id,
-        "title": task.title,
-        "description": task.description,
-        "completed": task.completed,
-        "priority": task.priority.value,
-        "due_at": task.due_at,
-        "completed_at": task.completed_at,
-        "created_at": task.created_at,
-        "updated_at": task.updated_at,
-        "version": task.version,
-    }
+def task_body(task: Task) -> Document:
+    """The JSON body of a task: ``to_document``, rendered by ``jsonbody``."""
+    return to_document(task)
 
 
 def etag(task: Task) -> str:

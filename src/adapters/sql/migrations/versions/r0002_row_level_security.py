@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from adapters.sqlalchemy import row_security
+from adapters.sql import row_security
 
 revision = "0002"
 down_revision = "0001"

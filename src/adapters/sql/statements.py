@@ -1,18 +1,16 @@
-"""Every SQL statement of the store, built once with SQLAlchemy Core.
+"""Every SQL statement of the stores, built with SQLAlchemy Core.
 
 Statements take named bind parameters, never inline values, so one built
-statement serves every request of its shape: SQLite runs them through
-SQLAlchemy, PostgreSQL compiles each once and runs it on an asyncpg
-connection (see ``postgres.py``).
+statement serves every request of its shape. Each statement on tasks is
+scoped to an owner. For a plain read, the owner is an argument of the
+builder (``Owner``): a bind parameter, or, for the asyncpg store's
+single-statement reads, the column through which row-level security is set.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -21,22 +19,39 @@ from sqlalchemy import (
     Delete,
     Insert,
     Select,
+    String,
     Update,
     and_,
     bindparam,
     delete,
+    func,
     insert,
+    literal_column,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from adapters.sqlalchemy.tables import idempotency_keys, tasks
-from application.ports import IdempotentOutcome
-from application.queries import SortField, Status, TaskQuery, search_key
-from domain.task import Priority, Task
+from adapters.sql.row_security import USER_SETTING
+from adapters.sql.rows import task_row
+from adapters.sql.tables import idempotency_keys, tasks
+from application.queries import SortField, Status, TaskQuery
+from domain.task import Task
+
+Owner = ColumnElement[str]
+"""Whose tasks a read returns."""
+
+Read = Callable[[Owner, "ListShape | None"], Select[Any]]
+"""A read's builder: its statement for an owner (and a list's shape)."""
+
+OWNER: Owner = bindparam("owner", type_=String)
+"""The owner as a bind parameter, named ``owner`` in every statement's parameters."""
+
+SET_USER: Select[Any] = select(func.set_config(USER_SETTING, OWNER, true()))
+"""Row-level security's user for the rest of the transaction (PostgreSQL)."""
 
 _SORT_COLUMNS = {
     SortField.CREATED_AT: tasks.c.created_at,
@@ -46,7 +61,8 @@ _SORT_COLUMNS = {
     SortField.TITLE: tasks.c.title,
 }
 
-# Everything but search_text, which only the WHERE clause of ``q`` reads.
+# Everything but search_text, which only the WHERE clause of ``q`` reads;
+# in the order of TASK_FIELDS, so that a row is the Task's arguments.
 TASK_COLUMNS = [column for column in tasks.c if column.name != "search_text"]
 _WRITABLE = [c.name for c in tasks.c if c.name not in {"user_id", "id", "created_at"}]
 
@@ -56,30 +72,48 @@ def _param(name: str, column: Any) -> Any:
     return bindparam(name, type_=column.type)
 
 
-_owned = and_(
-    tasks.c.user_id == _param("owner", tasks.c.user_id), tasks.c.id == _param("task_id", tasks.c.id)
-)
+def _owned(owner: Owner) -> ColumnElement[bool]:
+    return and_(tasks.c.user_id == owner, tasks.c.id == _param("task_id", tasks.c.id))
 
-SELECT_TASK: Select[Any] = select(*TASK_COLUMNS).where(_owned)
+
+def select_task(owner: Owner, _shape: ListShape | None = None) -> Select[Any]:
+    """The owner's task ``:task_id``."""
+    return select(*TASK_COLUMNS).where(_owned(owner))
+
+
+SELECT_TASK: Select[Any] = select_task(OWNER)
 SELECT_TASK_FOR_UPDATE: Select[Any] = SELECT_TASK.with_for_update()
 INSERT_TASK: Insert = insert(tasks).values({c.name: _param(c.name, c) for c in tasks.c})
 UPDATE_TASK: Update = (
     update(tasks)
-    .where(_owned, tasks.c.version == bindparam("expected_version"))
+    .where(_owned(OWNER), tasks.c.version == bindparam("expected_version"))
     .values({name: _param(f"new_{name}", tasks.c[name]) for name in _WRITABLE})
 )
-DELETE_TASK: Delete = delete(tasks).where(_owned, tasks.c.version == bindparam("expected_version"))
-
-_key = and_(
-    idempotency_keys.c.user_id == bindparam("owner"), idempotency_keys.c.key == bindparam("key")
+DELETE_TASK: Delete = delete(tasks).where(
+    _owned(OWNER), tasks.c.version == bindparam("expected_version")
 )
+
+_key = and_(idempotency_keys.c.user_id == OWNER, idempotency_keys.c.key == bindparam("key"))
 SELECT_OUTCOME: Select[Any] = select(
     idempotency_keys.c.fingerprint, idempotency_keys.c.task, idempotency_keys.c.created_at
 ).where(_key)
 DELETE_EXPIRED_OUTCOMES: Delete = delete(idempotency_keys).where(
-    idempotency_keys.c.user_id == bindparam("owner"),
+    idempotency_keys.c.user_id == OWNER,
     idempotency_keys.c.created_at < _param("expire_before", idempotency_keys.c.created_at),
 )
+
+# PostgreSQL: a transaction-scoped advisory lock per (user, key); a concurrent
+# duplicate finds it taken and is told 409 instead of waiting.
+TRY_LOCK_KEY: Select[Any] = select(
+    func.pg_try_advisory_xact_lock(
+        func.hashtextextended(bindparam("lock", type_=String), literal_column("0"))
+    )
+)
+
+
+def key_lock_params(owner: str, key: str) -> dict[str, Any]:
+    # The owner's length first: no two (owner, key) pairs share a lock name.
+    return {"lock": f"{len(owner)}:{owner}:{key}"}
 
 
 def upsert_outcome(dialect: Any) -> Insert:
@@ -95,20 +129,6 @@ def upsert_outcome(dialect: Any) -> Insert:
 
 UPSERT_OUTCOME_POSTGRESQL = upsert_outcome(postgresql)
 UPSERT_OUTCOME_SQLITE = upsert_outcome(sqlite)
-
-
-def outcome_params(owner: str, key: str, outcome: IdempotentOutcome) -> dict[str, Any]:
-    return {
-        "user_id": owner,
-        "key": key,
-        "fingerprint": outcome.fingerprint,
-        "task": task_to_json(outcome.task),
-        "created_at": outcome.created_at,
-    }
-
-
-def outcome_from(row: Mapping[str, Any]) -> IdempotentOutcome:
-    return IdempotentOutcome(row["fingerprint"], task_from_json(row["task"]), row["created_at"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +161,13 @@ class ListShape:
         )
 
 
-@lru_cache(maxsize=512)
-def list_statement(shape: ListShape) -> Select[Any]:
-    """Up to ``limit`` tasks of ``owner`` in sort order, after a keyset position."""
+def list_tasks(owner: Owner, shape: ListShape | None) -> Select[Any]:
+    """Up to ``:limit`` of the owner's tasks in sort order, after a keyset position."""
+    if shape is None:
+        raise TypeError("a list statement needs its shape")
     column = _SORT_COLUMNS[shape.sort]
     desc = shape.descending
-    conditions: list[ColumnElement[bool]] = [tasks.c.user_id == bindparam("owner")]
+    conditions: list[ColumnElement[bool]] = [tasks.c.user_id == owner]
     if shape.status is Status.PENDING:
         conditions.append(tasks.c.completed.is_(False))
     elif shape.status is Status.COMPLETED:
@@ -176,6 +197,12 @@ def list_statement(shape: ListShape) -> Select[Any]:
         .order_by(*list_order(shape, tasks.c))
         .limit(bindparam("limit"))
     )
+
+
+@lru_cache(maxsize=512)
+def list_statement(shape: ListShape) -> Select[Any]:
+    """``list_tasks`` with the owner bound as ``:owner``, built once per shape."""
+    return list_tasks(OWNER, shape)
 
 
 def list_order(shape: ListShape, columns: Any) -> list[ColumnElement[Any]]:
@@ -210,86 +237,8 @@ def list_params(owner: str, query: TaskQuery) -> dict[str, Any]:
     return params
 
 
-def task_row(task: Task) -> dict[str, Any]:
-    return {
-        "user_id": task.user_id,
-        "id": task.id,
-        "title": task.title,
-        "description": task.description,
-        "completed": task.completed,
-        "priority": task.priority.rank,
-        "due_at": task.due_at,
-        "completed_at": task.completed_at,
-        "created_at": task.created_at,
-        "updated_at": task.updated_at,
-        "version": task.version,
-        "search_text": search_key(task.title, task.description),
-    }
-
-
 def update_params(owner: str, task: Task, expected_version: int) -> dict[str, Any]:
     row = task_row(task)
     params = {f"new_{name}": row[name] for name in _WRITABLE}
     params.update(owner=owner, task_id=task.id, expected_version=expected_version)
     return params
-
-
-def task_from(row: Mapping[str, Any]) -> Task:
-    return Task(
-        # asyncpg's UUID type is a subclass of uuid.UUID: no conversion needed.
-        id=row["id"],
-        user_id=row["user_id"],
-        title=row["title"],
-        description=row["description"],
-        completed=row["completed"],
-        priority=Priority.from_rank(row["priority"]),
-        due_at=row["due_at"],
-        completed_at=row["completed_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        version=row["version"],
-    )
-
-
-def task_to_json(task: Task) -> str:
-    def when(value: datetime | None) -> str | None:
-        return None if value is None else value.isoformat()
-
-    return json.dumps(
-        {
-            "id": str(task.id),
-            "user_id": task.user_id,
-            "title": task.title,
-            "description": task.description,
-            "completed": task.completed,
-            "priority": task.priority.value,
-            "due_at": when(task.due_at),
-            "completed_at": when(task.completed_at),
-            "created_at": when(task.created_at),
-            "updated_at": when(task.updated_at),
-            "version": task.version,
-        }
-    )
-
-
-def task_from_json(raw: str) -> Task:
-    data = json.loads(raw)
-
-    def when(value: str | None) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value)
-
-    created_at = datetime.fromisoformat(data["created_at"])
-    updated_at = datetime.fromisoformat(data["updated_at"])
-    return Task(
-        id=uuid.UUID(data["id"]),
-        user_id=data["user_id"],
-        title=data["title"],
-        description=data["description"],
-        completed=data["completed"],
-        priority=Priority(data["priority"]),
-        due_at=when(data["due_at"]),
-        completed_at=when(data["completed_at"]),
-        created_at=created_at,
-        updated_at=updated_at,
-        version=data["version"],
-    )

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection ``adapters.sqlalchemy.migrate`` passes."""
+"""Alembic environment: runs on the connection ``adapters.sql.migrate`` passes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from adapters.sqlalchemy.engine import create_engine
-from adapters.sqlalchemy.tables import metadata
+from adapters.sql.migrate import migration_engine
+from adapters.sql.tables import metadata
 
 # Any fixed number: every taskvault instance that starts at once waits on it,
 # so exactly one of them migrates.
@@ -30,7 +30,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_standalone() -> None:
-    engine = create_engine(context.config.get_main_option("sqlalchemy.url") or "")
+    engine = migration_engine(context.config.get_main_option("sqlalchemy.url") or "")
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

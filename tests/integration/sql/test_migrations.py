@@ -10,9 +10,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
+from adapters.sql.migrate import downgrade, upgrade
+from adapters.sql.tables import metadata
 from adapters.sqlalchemy.engine import create_engine
-from adapters.sqlalchemy.migrate import downgrade, upgrade
-from adapters.sqlalchemy.tables import metadata
 
 SQL_STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

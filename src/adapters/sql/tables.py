@@ -1,4 +1,8 @@
-"""The schema as SQLAlchemy Core tables; Alembic migrations create it."""
+"""The schema as SQLAlchemy Core tables; Alembic migrations create it.
+
+The ``tasks`` columns derive from ``domain.task_shape.TASK_FIELDS``: one
+column per field, of the type its kind maps to here.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +23,16 @@ from sqlalchemy import (
     Text,
     Uuid,
 )
-from sqlalchemy.types import DateTime, TypeDecorator
+from sqlalchemy.types import DateTime, TypeDecorator, TypeEngine
+
+from domain.task import OWNER_MAX_LENGTH, TITLE_MAX_LENGTH
+from domain.task_shape import TASK_FIELDS, Kind
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on every dialect (SQLite stores them naive)."""
+    """Aware UTC datetimes through SQLAlchemy on every dialect (SQLite stores
+    them naive). asyncpg, used without SQLAlchemy's execution, returns
+    ``timestamptz`` values as aware UTC datetimes itself."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -45,24 +54,28 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # Code-point order for titles on every store, so that sorting and cursors
 # agree between PostgreSQL, SQLite and memory.
-TITLE_TYPE = String(200).with_variant(String(200, collation="C"), "postgresql")
+TITLE_TYPE = String(TITLE_MAX_LENGTH).with_variant(
+    String(TITLE_MAX_LENGTH, collation="C"), "postgresql"
+)
+
+COLUMN_TYPES: dict[Kind, TypeEngine[Any] | type[TypeEngine[Any]]] = {
+    Kind.ID: Uuid(as_uuid=True),
+    Kind.OWNER: String(OWNER_MAX_LENGTH),
+    Kind.TITLE: TITLE_TYPE,
+    Kind.TEXT: Text,
+    Kind.FLAG: Boolean,
+    # By rank, so that the priority sort is a plain index order.
+    Kind.PRIORITY: SmallInteger,
+    Kind.INSTANT: UTCDateTime,
+    Kind.VERSION: Integer,
+}
 
 metadata = MetaData()
 
 tasks = Table(
     "tasks",
     metadata,
-    Column("user_id", String(255), nullable=False),
-    Column("id", Uuid(as_uuid=True), nullable=False),
-    Column("title", TITLE_TYPE, nullable=False),
-    Column("description", Text, nullable=True),
-    Column("completed", Boolean, nullable=False),
-    Column("priority", SmallInteger, nullable=False),
-    Column("due_at", UTCDateTime, nullable=True),
-    Column("completed_at", UTCDateTime, nullable=True),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("updated_at", UTCDateTime, nullable=False),
-    Column("version", Integer, nullable=False),
+    *(Column(f.name, COLUMN_TYPES[f.kind], nullable=f.nullable) for f in TASK_FIELDS),
     # Case-folded title and description, for ``q``: see application.queries.search_key.
     Column("search_text", Text, nullable=False),
     PrimaryKeyConstraint("user_id", "id", name="tasks_pkey"),

@@ -1,7 +1,8 @@
 """Row-level security, proven as an ordinary (non-superuser) role.
 
 RLS does not apply to superusers, so these tests create a login role without
-SUPERUSER or BYPASSRLS and run the app's own unit of work as that role.
+SUPERUSER or BYPASSRLS and run the app's own units of work as that role, on
+both PostgreSQL adapters; the single-statement reads are the asyncpg store's.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from adapters.sqlalchemy import SqlStorage
-from adapters.sqlalchemy.engine import create_engine
-from adapters.sqlalchemy.postgres import PgUnitOfWork
+from adapters.asyncpg import PgStorage
+from adapters.asyncpg.unit_of_work import PgUnitOfWork
+from adapters.sqlalchemy import SqlAlchemyStorage
+from adapters.sqlalchemy.unit_of_work import SqlUnitOfWork
 from adapters.system import SystemClock
-from application.ports import UnitOfWork
+from application.ports import Storage, UnitOfWork
 from application.queries import Sort, SortField, Status, TaskFilter, TaskQuery
 from domain.task import Task, TaskFields
-from entrypoints.http import create_app
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.support import SECRET, auth
 
@@ -59,16 +61,28 @@ async def app_role_url(postgres_url: str) -> AsyncIterator[str]:
         )
 
 
-@pytest.fixture
-async def storage(app_role_url: str) -> AsyncIterator[SqlStorage]:
-    store = SqlStorage(create_engine(app_role_url))
+@pytest.fixture(params=["asyncpg", "sqlalchemy"])
+async def storage(request: pytest.FixtureRequest, app_role_url: str) -> AsyncIterator[Storage]:
+    store: Storage = (
+        PgStorage(app_role_url) if request.param == "asyncpg" else SqlAlchemyStorage(app_role_url)
+    )
     try:
         yield store
     finally:
         await store.close()
 
 
-async def _seed(storage: SqlStorage, owner: str, count: int) -> list[Task]:
+@pytest.fixture
+async def pg_storage(app_role_url: str) -> AsyncIterator[PgStorage]:
+    """The asyncpg store on one connection, so that a test can inspect the one its reads use."""
+    store = PgStorage(app_role_url, pool_size=1)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def _seed(storage: Storage, owner: str, count: int) -> list[Task]:
     clock = SystemClock()
     tasks = [
         Task.new(
@@ -76,9 +90,9 @@ async def _seed(storage: SqlStorage, owner: str, count: int) -> list[Task]:
         )
         for i in range(count)
     ]
-    async with storage.unit_of_work(owner, write=True) as uow:
+    async with storage.unit_of_work(owner) as uow:
         for task in tasks:
-            await uow.tasks.add(owner, task)
+            await uow.tasks.add(task)
         await uow.commit()
     return tasks
 
@@ -99,26 +113,29 @@ async def _titles_as_admin(url: str) -> dict[str, list[str]]:
 
 
 async def _session(uow: UnitOfWork) -> asyncpg.Connection:
-    """The app's own database session inside the unit of work's transaction."""
-    assert isinstance(uow, PgUnitOfWork)
-    return await uow.session()
+    """The app's own asyncpg connection inside the unit of work's transaction."""
+    if isinstance(uow, PgUnitOfWork):
+        return await uow.connection()
+    assert isinstance(uow, SqlUnitOfWork)
+    raw = await uow.connection.get_raw_connection()
+    return raw.driver_connection
 
 
-async def test_unscoped_select_sees_only_the_current_users_rows(storage: SqlStorage) -> None:
+async def test_unscoped_select_sees_only_the_current_users_rows(storage: Storage) -> None:
     await _seed(storage, "alice", 3)
     await _seed(storage, "bob", 2)
-    async with storage.unit_of_work("alice", write=False) as uow:
+    async with storage.unit_of_work("alice") as uow:
         session = await _session(uow)
         rows = await session.fetch("SELECT user_id FROM tasks")
     assert [row["user_id"] for row in rows] == ["alice"] * 3
 
 
 async def test_unscoped_update_touches_only_the_current_users_rows(
-    storage: SqlStorage, postgres_url: str
+    storage: Storage, postgres_url: str
 ) -> None:
     await _seed(storage, "alice", 2)
     await _seed(storage, "bob", 2)
-    async with storage.unit_of_work("alice", write=True) as uow:
+    async with storage.unit_of_work("alice") as uow:
         session = await _session(uow)
         status = await session.execute("UPDATE tasks SET title = 'owned'")
         await uow.commit()
@@ -129,19 +146,19 @@ async def test_unscoped_update_touches_only_the_current_users_rows(
 
 
 async def test_unscoped_delete_touches_only_the_current_users_rows(
-    storage: SqlStorage, postgres_url: str
+    storage: Storage, postgres_url: str
 ) -> None:
     await _seed(storage, "alice", 2)
     await _seed(storage, "bob", 2)
-    async with storage.unit_of_work("bob", write=True) as uow:
+    async with storage.unit_of_work("bob") as uow:
         session = await _session(uow)
         await session.execute("DELETE FROM tasks")
         await uow.commit()
     assert set(await _titles_as_admin(postgres_url)) == {"alice"}
 
 
-async def test_writing_a_row_for_another_user_is_refused(storage: SqlStorage) -> None:
-    async with storage.unit_of_work("alice", write=True) as uow:
+async def test_writing_a_row_for_another_user_is_refused(storage: Storage) -> None:
+    async with storage.unit_of_work("alice") as uow:
         session = await _session(uow)
         with pytest.raises(asyncpg.PostgresError, match="row-level security"):
             await session.execute(
@@ -161,56 +178,63 @@ _READS = [
 
 @pytest.mark.parametrize("plans", ["force_custom_plan", "force_generic_plan"])
 async def test_a_single_statement_read_sets_the_user_before_it_scans(
-    storage: SqlStorage, app_role_url: str, plans: str
+    pg_storage: PgStorage, app_role_url: str, plans: str
 ) -> None:
     """Reads outside a transaction set the user inside the statement itself
-    (postgres.py ``_as_owner``): were it set after the scan began, RLS would
-    hide the owner's own rows. A new connection has never set it before."""
-    alice = await _seed(storage, "alice", 3)
-    await _seed(storage, "bob", 2)
-    fresh = SqlStorage(create_engine(app_role_url))
+    (``adapters.asyncpg.statements.single_statement``): were it set after the
+    scan began, RLS would hide the owner's own rows. The pool's one
+    connection is new: it has never set the user before."""
+    alice = await _seed(pg_storage, "alice", 3)
+    await _seed(pg_storage, "bob", 2)
+    fresh = PgStorage(app_role_url, pool_size=1)
     try:
-        await _read_alices_tasks(fresh, alice, plans)
+        connection = await fresh.pool.acquire()
+        await connection.execute(f"SET plan_cache_mode = {plans}")
+        fresh.pool.release(connection)
+        await _read_alices_tasks(fresh, alice)
     finally:
         await fresh.close()
 
 
-async def _read_alices_tasks(storage: SqlStorage, alice: list[Task], plans: str) -> None:
-    async with storage.unit_of_work("alice", write=False) as uow:
-        assert isinstance(uow, PgUnitOfWork)
-        await uow.driver.execute(f"SET plan_cache_mode = {plans}")
-        # Several times: PostgreSQL may switch a prepared statement to a
-        # generic plan after five runs.
-        for _ in range(7):
-            for query in _READS:
-                found = await uow.tasks.list("alice", query)
-                expected = min(query.limit + 1, 3)  # one more tells of a next page
-                assert len(found) == expected
-                assert {task.user_id for task in found} == {"alice"}
-            for task in alice:
-                assert await uow.tasks.get("alice", task.id) == task
+async def _read_alices_tasks(storage: PgStorage, alice: list[Task]) -> None:
+    reader = storage.reader("alice")
+    # Several times: PostgreSQL may switch a prepared statement to a generic
+    # plan after five runs.
+    for _ in range(7):
+        for query in _READS:
+            found = await reader.list(query)
+            expected = min(query.limit + 1, 3)  # one more tells of a next page
+            assert len(found) == expected
+            assert {task.user_id for task in found} == {"alice"}
+        for task in alice:
+            assert await reader.get(task.id) == task
 
 
-async def test_a_single_statement_read_leaves_no_user_behind(storage: SqlStorage) -> None:
-    alice = await _seed(storage, "alice", 2)
-    async with storage.unit_of_work("alice", write=False) as uow:
-        assert isinstance(uow, PgUnitOfWork)
-        assert await uow.tasks.get("alice", alice[0].id) is not None
-        assert await uow.tasks.list("alice", TaskQuery()) != []
-        # The same connection, after the reads' implicit transactions ended.
-        assert await uow.driver.fetchval("SELECT count(*) FROM tasks") == 0
-        assert not await uow.driver.fetchval("SELECT current_setting('taskvault.user_id', true)")
+async def test_a_single_statement_read_leaves_no_user_behind(pg_storage: PgStorage) -> None:
+    alice = await _seed(pg_storage, "alice", 2)
+    reader = pg_storage.reader("alice")
+    assert await reader.get(alice[0].id) is not None
+    assert await reader.list(TaskQuery()) != []
+    # The same connection, after the reads' implicit transactions ended.
+    connection = await pg_storage.pool.acquire()
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM tasks") == 0
+        assert not await connection.fetchval("SELECT current_setting('taskvault.user_id', true)")
+    finally:
+        pg_storage.pool.release(connection)
 
 
-async def test_a_single_statement_read_finds_nothing_of_another_user(storage: SqlStorage) -> None:
-    bob = await _seed(storage, "bob", 2)
-    async with storage.unit_of_work("alice", write=False) as uow:
-        assert await uow.tasks.list("alice", TaskQuery()) == []
-        assert await uow.tasks.get("alice", bob[0].id) is None
+async def test_a_single_statement_read_finds_nothing_of_another_user(
+    pg_storage: PgStorage,
+) -> None:
+    bob = await _seed(pg_storage, "bob", 2)
+    reader = pg_storage.reader("alice")
+    assert await reader.list(TaskQuery()) == []
+    assert await reader.get(bob[0].id) is None
 
 
 async def test_a_connection_without_a_user_sees_nothing(
-    storage: SqlStorage, app_role_url: str
+    storage: Storage, app_role_url: str
 ) -> None:
     await _seed(storage, "alice", 2)
     engine = create_async_engine(app_role_url)
@@ -221,9 +245,9 @@ async def test_a_connection_without_a_user_sees_nothing(
         await engine.dispose()
 
 
-async def test_idempotency_keys_are_confined_too(storage: SqlStorage) -> None:
+async def test_idempotency_keys_are_confined_too(storage: Storage) -> None:
     tasks = await _seed(storage, "bob", 1)
-    async with storage.unit_of_work("bob", write=True) as uow:
+    async with storage.unit_of_work("bob") as uow:
         session = await _session(uow)
         await session.execute(
             "INSERT INTO idempotency_keys (user_id, key, fingerprint, task, created_at) "
@@ -231,7 +255,7 @@ async def test_idempotency_keys_are_confined_too(storage: SqlStorage) -> None:
             str(tasks[0].id),
         )
         await uow.commit()
-    async with storage.unit_of_work("alice", write=False) as uow:
+    async with storage.unit_of_work("alice") as uow:
         session = await _session(uow)
         count = await session.fetchval("SELECT count(*) FROM idempotency_keys")
     assert count == 0
@@ -269,3 +293,14 @@ async def test_a_superuser_role_is_warned_about_at_start(
             pass
     warnings = [r for r in caplog.records if "row-level security does not apply" in r.getMessage()]
     assert len(warnings) == 1
+
+
+@pytest.mark.parametrize(
+    "owner", ["o'brien", "x'); DROP TABLE tasks; --", "back\\slash", "Ünïcødé 🎉", "$$"]
+)
+async def test_the_user_a_transaction_sets_is_the_owner_exactly(
+    pg_storage: PgStorage, owner: str
+) -> None:
+    async with pg_storage.unit_of_work(owner) as uow:
+        session = await uow.connection()
+        assert await session.fetchval("SELECT current_setting('taskvault.user_id')") == owner

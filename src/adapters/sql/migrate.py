@@ -6,11 +6,20 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Connection
-
-from adapters.sqlalchemy.engine import create_engine
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
+
+
+def migration_engine(url: str) -> AsyncEngine:
+    """An engine for one migration run: a connection at a time, none kept."""
+    parsed = make_url(url)
+    database = parsed.database or ":memory:"
+    if parsed.get_backend_name() == "sqlite" and not database.startswith((":memory:", "file:")):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    return create_async_engine(url, poolclass=NullPool)
 
 
 def alembic_config(url: str) -> Config:
@@ -23,7 +32,7 @@ def alembic_config(url: str) -> Config:
 
 async def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` up to ``revision``."""
-    engine = create_engine(url)
+    engine = migration_engine(url)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_upgrade, url, revision)
@@ -32,7 +41,7 @@ async def upgrade(url: str, revision: str = "head") -> None:
 
 
 async def downgrade(url: str, revision: str) -> None:
-    engine = create_engine(url)
+    engine = migration_engine(url)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_downgrade, url, revision)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 USER_SETTING = "taskvault.user_id"
 
 # current_setting(..., true) is NULL when the transaction set no user, and a
@@ -26,3 +29,19 @@ def disable(table: str) -> list[str]:
         f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
         f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
     ]
+
+
+ROLE_BYPASSES_RLS = (
+    "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+)
+"""One row: the connected role, and whether row-level security binds it."""
+
+
+def bypass_warnings(row: Mapping[str, Any] | None) -> list[str]:
+    """A warning when the role of ``ROLE_BYPASSES_RLS``'s row is not bound by RLS."""
+    if row is not None and (row["rolsuper"] or row["rolbypassrls"]):
+        return [
+            f"database role {row['rolname']!r} is a superuser or has BYPASSRLS: "
+            "row-level security does not apply to it; connect as an ordinary role"
+        ]
+    return []

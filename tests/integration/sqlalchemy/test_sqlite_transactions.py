@@ -1,5 +1,5 @@
-"""SQLite transactions: readers send no BEGIN, writers of one process take turns
-(engine.py, storage.py)."""
+"""SQLite through the SQLAlchemy store: readers send no BEGIN, writers of one
+process take turns (``engine.py``, ``unit_of_work.py``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from adapters.sqlalchemy import SqlStorage
-from adapters.sqlalchemy.engine import create_engine
+from adapters.sqlalchemy import SqlAlchemyStorage
 from application.errors import StorageUnavailable
 from application.ports import PoolStatus
 from application.queries import TaskQuery
@@ -24,8 +23,8 @@ TIMEOUT_S = 0.3
 
 
 @pytest.fixture
-async def storage(sqlite_url: str) -> AsyncIterator[SqlStorage]:
-    store = SqlStorage(create_engine(sqlite_url, timeout_s=TIMEOUT_S))
+async def storage(sqlite_url: str) -> AsyncIterator[SqlAlchemyStorage]:
+    store = SqlAlchemyStorage(sqlite_url, timeout_s=TIMEOUT_S)
     try:
         yield store
     finally:
@@ -38,20 +37,20 @@ def _task(title: str) -> Task:
     )
 
 
-async def _create(storage: SqlStorage, title: str) -> None:
-    async with storage.unit_of_work("alice", write=True) as uow:
-        await uow.tasks.add("alice", _task(title))
+async def _create(storage: SqlAlchemyStorage, title: str) -> None:
+    async with storage.unit_of_work("alice") as uow:
+        await uow.tasks.add(_task(title))
         await uow.commit()
 
 
-async def test_writers_are_served_in_order_of_arrival(storage: SqlStorage) -> None:
+async def test_writers_are_served_in_order_of_arrival(storage: SqlAlchemyStorage) -> None:
     entered: list[int] = []
-    async with storage.unit_of_work("alice", write=True) as first:
+    async with storage.unit_of_work("alice") as first:
 
         async def write(n: int) -> None:
-            async with storage.unit_of_work("alice", write=True) as uow:
+            async with storage.unit_of_work("alice") as uow:
                 entered.append(n)
-                await uow.tasks.add("alice", _task(f"task {n}"))
+                await uow.tasks.add(_task(f"task {n}"))
                 await uow.commit()
 
         writers = []
@@ -63,16 +62,15 @@ async def test_writers_are_served_in_order_of_arrival(storage: SqlStorage) -> No
     assert entered == [0, 1, 2, 3, 4]
 
 
-async def test_many_concurrent_writes_all_land(storage: SqlStorage) -> None:
+async def test_many_concurrent_writes_all_land(storage: SqlAlchemyStorage) -> None:
     await asyncio.gather(*(_create(storage, f"task {n}") for n in range(40)))
-    async with storage.unit_of_work("alice", write=False) as uow:
-        stored = await uow.tasks.list("alice", TaskQuery(limit=100))
+    stored = await storage.reader("alice").list(TaskQuery(limit=200))
     assert sorted(task.title for task in stored) == sorted(f"task {n}" for n in range(40))
 
 
-async def test_a_writer_waits_no_longer_than_the_timeout(storage: SqlStorage) -> None:
+async def test_a_writer_waits_no_longer_than_the_timeout(storage: SqlAlchemyStorage) -> None:
     loop = asyncio.get_running_loop()
-    async with storage.unit_of_work("alice", write=True):
+    async with storage.unit_of_work("alice"):
         started = loop.time()
         with pytest.raises(StorageUnavailable):
             await _create(storage, "too late")
@@ -80,18 +78,17 @@ async def test_a_writer_waits_no_longer_than_the_timeout(storage: SqlStorage) ->
     await _create(storage, "in time")  # the turn was given back
 
 
-async def test_readers_do_not_wait_for_a_writer(storage: SqlStorage) -> None:
+async def test_readers_do_not_wait_for_a_writer(storage: SqlAlchemyStorage) -> None:
     await _create(storage, "kept")
-    async with storage.unit_of_work("alice", write=True) as writer:
-        await writer.tasks.add("alice", _task("not yet committed"))
-        async with storage.unit_of_work("alice", write=False) as reader:
-            titles = [task.title for task in await reader.tasks.list("alice", TaskQuery())]
+    async with storage.unit_of_work("alice") as writer:
+        await writer.tasks.add(_task("not yet committed"))
+        titles = [task.title for task in await storage.reader("alice").list(TaskQuery())]
         assert titles == ["kept"]
         await writer.commit()
 
 
 async def test_a_read_sends_only_its_statement_and_a_write_begins_immediate(
-    storage: SqlStorage,
+    storage: SqlAlchemyStorage,
 ) -> None:
     sent: list[str] = []
 
@@ -99,34 +96,29 @@ async def test_a_read_sends_only_its_statement_and_a_write_begins_immediate(
     def _record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         sent.append(" ".join(statement.split()[:2]).upper())
 
-    async with storage.unit_of_work("alice", write=True) as uow:
-        await uow.tasks.add("alice", _task("one"))
+    async with storage.unit_of_work("alice") as uow:
+        await uow.tasks.add(_task("one"))
         await uow.commit()
     assert sent == ["BEGIN IMMEDIATE", "INSERT INTO"]
     sent.clear()
-    async with storage.unit_of_work("alice", write=False) as uow:
-        await uow.tasks.list("alice", TaskQuery())
+    await storage.reader("alice").list(TaskQuery())
     assert [statement.split()[0] for statement in sent] == ["SELECT"]
 
 
 async def test_a_sqlite_file_keeps_a_fixed_set_of_connections(sqlite_url: str) -> None:
-    storage = SqlStorage(create_engine(sqlite_url, timeout_s=TIMEOUT_S, pool_size=2))
+    storage = SqlAlchemyStorage(sqlite_url, timeout_s=TIMEOUT_S, pool_size=2)
     try:
         assert storage.pool_status() == PoolStatus(size=2, in_use=0)
-        async with (
-            storage.unit_of_work("alice", write=False),
-            storage.unit_of_work("alice", write=False),
-        ):
+        async with storage.engine.connect(), storage.engine.connect():
             assert storage.pool_status() == PoolStatus(size=2, in_use=2)
             with pytest.raises(StorageUnavailable):
-                async with storage.unit_of_work("alice", write=False):
-                    pass
+                await storage.reader("alice").list(TaskQuery())
     finally:
         await storage.close()
 
 
 async def test_a_writer_that_cannot_begin_gives_its_turn_back(
-    storage: SqlStorage, sqlite_url: str
+    storage: SqlAlchemyStorage, sqlite_url: str
 ) -> None:
     """Another process holds SQLite's write lock past the timeout: this write
     fails with a 503, and the next one, once the lock is free, goes through."""

@@ -1,11 +1,9 @@
-"""PostgreSQL connections for units of work: a small asyncpg pool beside the engine.
+"""A small pool of asyncpg connections that serves waiters in order.
 
-The engine stays the source of the URL, the connection settings and the
-pool's size and timeout (and of SQLAlchemy connections for whoever wants
-one); requests take their connections here. Checkout and return are a list
-operation when a connection is free, with no task, timer or system call:
-SQLAlchemy's pool cost 44 us of CPU for the pair and asyncpg's 13-18 us
-(``asyncio.shield`` makes a task per release), on a hot path that is CPU-bound.
+Checkout and return are a list operation when a connection is free, with no
+task, timer or system call: SQLAlchemy's pool cost 44 us of CPU for the pair
+and asyncpg's own 13-18 us (``asyncio.shield`` makes a task per release), on
+a hot path that is CPU-bound.
 """
 
 from __future__ import annotations
@@ -15,9 +13,7 @@ from collections import deque
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from adapters.sqlalchemy.engine import pg_connect_args
 from application.ports import PoolStatus
 
 _NEW_CONNECTION = None
@@ -32,13 +28,15 @@ class PgPool:
     terminated by its unit of work) frees its slot for a new one.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        args, params = engine.dialect.create_connect_args(engine.url)
-        pool = engine.sync_engine.pool
-        self._size: int = pool.size()  # type: ignore[attr-defined]
-        self._timeout_s: float = pool.timeout()  # type: ignore[attr-defined]
-        self._args = args
-        self._params: dict[str, Any] = {**params, **pg_connect_args(self._timeout_s)}
+    def __init__(self, dsn: str, *, size: int, timeout_s: float) -> None:
+        self._size = size
+        self._timeout_s = timeout_s
+        self._dsn = dsn
+        self._params: dict[str, Any] = {
+            "timeout": timeout_s,
+            "command_timeout": timeout_s,
+            "server_settings": {"application_name": "taskvault"},
+        }
         self._idle: list[asyncpg.Connection] = []
         self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
         self._count = 0  # connections open, lent out or being opened
@@ -92,7 +90,7 @@ class PgPool:
     async def _open(self) -> asyncpg.Connection:
         """Open a connection in a slot already counted as taken."""
         try:
-            connection: asyncpg.Connection = await asyncpg.connect(*self._args, **self._params)
+            connection: asyncpg.Connection = await asyncpg.connect(self._dsn, **self._params)
         except BaseException:
             self._count -= 1
             self._hand_over(_NEW_CONNECTION)

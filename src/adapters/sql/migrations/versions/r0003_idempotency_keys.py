@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from adapters.sqlalchemy import row_security
-from adapters.sqlalchemy.tables import UTCDateTime
+from adapters.sql import row_security
+from adapters.sql.tables import UTCDateTime
 
 revision = "0003"
 down_revision = "0002"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from adapters.sqlalchemy.tables import TITLE_TYPE, UTCDateTime
+from adapters.sql.tables import TITLE_TYPE, UTCDateTime
 
 revision = "0001"
 down_revision = None

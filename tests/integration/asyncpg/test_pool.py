@@ -1,4 +1,4 @@
-"""``PgPool``: the connections PostgreSQL units of work borrow (adapters/sqlalchemy/pool.py)."""
+"""``PgPool``: the connections the asyncpg store's units of work and reads borrow."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from adapters.sqlalchemy.engine import create_engine
-from adapters.sqlalchemy.pool import PgPool
+from adapters.asyncpg.pool import PgPool
+from adapters.asyncpg.storage import dsn_of
 from application.ports import PoolStatus
 
 pytestmark = pytest.mark.postgres
@@ -21,13 +21,11 @@ TIMEOUT_S = 0.3
 @pytest.fixture
 async def pool(postgres_database_url: str) -> AsyncIterator[PgPool]:
     """A pool of one connection that waits at most TIMEOUT_S."""
-    engine = create_engine(postgres_database_url, timeout_s=TIMEOUT_S, pool_size=1)
-    pool = PgPool(engine)
+    pool = PgPool(dsn_of(postgres_database_url), size=1, timeout_s=TIMEOUT_S)
     try:
         yield pool
     finally:
         await pool.close()
-        await engine.dispose()
 
 
 async def test_a_returned_connection_is_lent_again(pool: PgPool) -> None:

@@ -1,0 +1,97 @@
+"""The shared statements compiled once for asyncpg, and reads made single statements.
+
+SQLAlchemy only builds and compiles here: its per-statement execution
+machinery costs several times the query itself on this service's hot path
+(see the README's performance section).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import String, bindparam, func, literal_column, select, true
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.sql import ClauseElement, visitors
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from adapters.sql import statements as sql
+from adapters.sql.row_security import USER_SETTING
+
+_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+
+
+class UnscopedRead(TypeError):
+    """A read's builder did not scope its statement to the owner it was given."""
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A statement's asyncpg text and the order of its named parameters."""
+
+    text: str
+    names: tuple[str, ...]
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
+
+
+def _compiled(statement: ClauseElement) -> Compiled:
+    compiled = statement.compile(dialect=_DIALECT)
+    assert isinstance(compiled, SQLCompiler)
+    return Compiled(str(compiled), tuple(compiled.positiontup or ()))
+
+
+@lru_cache(maxsize=1024)
+def compiled(statement: ClauseElement) -> Compiled:
+    """``statement`` compiled for asyncpg, once: statements are module constants."""
+    return _compiled(statement)
+
+
+@lru_cache(maxsize=1024)
+def single_statement(read: sql.Read, shape: sql.ListShape | None = None) -> Compiled:
+    """``read`` as one statement that sets row-level security's user itself.
+
+    A read outside a transaction is then one round trip instead of three
+    (BEGIN with set_config, the read, ROLLBACK). A MATERIALIZED CTE sets the
+    user, and ``read`` is built with the CTE's column as its owner, so the
+    read reaches its tasks through a LATERAL reference to the CTE: in any
+    plan PostgreSQL must produce the CTE's row, and so set the user, before
+    it scans a task (OFFSET 0 keeps the planner from flattening the subquery
+    into a join it could order the other way). Set with is_local, the user
+    lasts for this statement's implicit transaction only. A list is ordered
+    again outside the subquery.
+    """
+    owner = (
+        select(
+            func.set_config(
+                literal_column(f"'{USER_SETTING}'"), bindparam("owner", type_=String), true()
+            ).label("uid")
+        )
+        .cte("owner")
+        .prefix_with("MATERIALIZED")
+    )
+    statement = read(owner.c.uid, shape)
+    if not any(element is owner.c.uid for element in visitors.iterate(statement)):
+        # Row-level security would hide every row: fail here, saying why.
+        raise UnscopedRead(f"{read.__qualname__} must build its statement on the owner it is given")
+    task = statement.offset(literal_column("0")).lateral("task")
+    scoped = select(task).select_from(owner).join(task, true())
+    if shape is not None:
+        scoped = scoped.order_by(*sql.list_order(shape, task.c))
+    return _compiled(scoped)
+
+
+def begin_as(owner: str) -> str:
+    """BEGIN and row-level security's user, in one round trip.
+
+    A simple query takes no parameters, so the user id travels hex-encoded:
+    no character of ``[0-9a-f]`` can end a string literal, whatever the id.
+    """
+    encoded = owner.encode("utf-8", "surrogatepass").hex()
+    return (
+        f"BEGIN; SELECT set_config('{USER_SETTING}', "
+        f"convert_from(decode('{encoded}', 'hex'), 'UTF8'), true)"
+    )

@@ -1,0 +1,1 @@
+"""What both SQL stores share: the tables, their statements, rows and migrations."""

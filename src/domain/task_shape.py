@@ -1,0 +1,91 @@
+"""The Task's shape: one list of fields from which tables, rows and JSON derive.
+
+Adding a field to ``Task`` means the entity, one line here, a migration and
+the API schema; the stores' columns and row mapping and the wire document
+follow from ``TASK_FIELDS``.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from datetime import datetime
+from typing import Any
+
+from domain.task import Priority, Task
+
+
+class Kind(enum.Enum):
+    """What a field holds; each store and the wire map a kind to a type of theirs."""
+
+    ID = "id"
+    OWNER = "owner"
+    TITLE = "title"
+    TEXT = "text"
+    FLAG = "flag"
+    PRIORITY = "priority"
+    INSTANT = "instant"
+    VERSION = "version"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    kind: Kind
+    nullable: bool = False
+
+
+TASK_FIELDS: tuple[Field, ...] = (
+    Field("id", Kind.ID),
+    Field("user_id", Kind.OWNER),
+    Field("title", Kind.TITLE),
+    Field("description", Kind.TEXT, nullable=True),
+    Field("completed", Kind.FLAG),
+    Field("priority", Kind.PRIORITY),
+    Field("due_at", Kind.INSTANT, nullable=True),
+    Field("completed_at", Kind.INSTANT, nullable=True),
+    Field("created_at", Kind.INSTANT),
+    Field("updated_at", Kind.INSTANT),
+    Field("version", Kind.VERSION),
+)
+"""In the entity's order, so that a row of these columns is ``Task(*row)``."""
+
+if [f.name for f in TASK_FIELDS] != [f.name for f in dataclass_fields(Task)]:
+    raise TypeError("TASK_FIELDS must name the fields of Task, in order")
+
+Document = dict[str, Any]
+"""A task as JSON values, except instants: aware UTC datetimes, which the JSON
+encoder writes as RFC 3339 with ``Z`` (orjson does so in C, several times
+faster than ``isoformat``)."""
+
+_TO_DOCUMENT: dict[Kind, Callable[[Any], Any]] = {Kind.ID: str, Kind.PRIORITY: lambda p: p.value}
+_FROM_DOCUMENT: dict[Kind, Callable[[Any], Any]] = {
+    Kind.ID: uuid.UUID,
+    Kind.PRIORITY: Priority,
+    Kind.INSTANT: datetime.fromisoformat,
+}
+_ENCODED = tuple((f.name, _TO_DOCUMENT.get(f.kind)) for f in TASK_FIELDS)
+_DECODED = tuple((f.name, _FROM_DOCUMENT.get(f.kind), f.nullable) for f in TASK_FIELDS)
+
+
+def to_document(task: Task) -> Document:
+    """The task as the API shows it."""
+    document = {}
+    for name, encode in _ENCODED:
+        value = getattr(task, name)
+        document[name] = value if encode is None or value is None else encode(value)
+    return document
+
+
+def from_document(document: Document) -> Task:
+    """The task a document (decoded from JSON, instants as text) describes."""
+    values = []
+    for name, decode, nullable in _DECODED:
+        value = document[name]
+        if decode is not None and not (nullable and value is None):
+            value = decode(value)
+        values.append(value)
+    return Task(*values)

@@ -1,0 +1,59 @@
+"""The asyncpg store's single-statement reads and its BEGIN, built without a database."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy import Select, String, bindparam, select
+
+from adapters.asyncpg.statements import UnscopedRead, begin_as, single_statement
+from adapters.sql import statements as sql
+from adapters.sql.tables import tasks
+from application.queries import TaskQuery
+
+
+def test_every_read_of_the_store_sets_the_user_inside_its_statement() -> None:
+    for compiled in (
+        single_statement(sql.select_task),
+        single_statement(sql.list_tasks, sql.ListShape.of(TaskQuery())),
+    ):
+        text = " ".join(compiled.text.split())
+        assert text.startswith("WITH owner AS MATERIALIZED (SELECT set_config(")
+        assert "JOIN LATERAL" in text
+        assert "tasks.user_id = owner.uid" in text
+        assert compiled.names[0] == "owner"
+
+
+def _count_open_tasks(owner: sql.Owner, _shape: sql.ListShape | None) -> Select[Any]:
+    """A new read, written as the store wants it: on the owner it is given."""
+    return select(tasks.c.id).where(tasks.c.user_id == owner, tasks.c.completed.is_(False))
+
+
+def _count_open_tasks_by_name(_owner: sql.Owner, _shape: sql.ListShape | None) -> Select[Any]:
+    """A new read that names its owner itself, as a bind parameter."""
+    return select(tasks.c.id).where(tasks.c.user_id == bindparam("user", type_=String))
+
+
+def test_a_new_read_built_on_its_owner_becomes_a_single_statement() -> None:
+    compiled = single_statement(_count_open_tasks)
+    assert "tasks.user_id = owner.uid" in " ".join(compiled.text.split())
+
+
+def test_a_new_read_that_ignores_its_owner_fails_loudly() -> None:
+    """Row-level security would hide every row from such a read: it must not
+    compile into one that silently returns nothing."""
+    with pytest.raises(UnscopedRead, match="_count_open_tasks_by_name must build its statement"):
+        single_statement(_count_open_tasks_by_name)
+
+
+@pytest.mark.parametrize(
+    "owner",
+    ["alice", "o'brien", "x'); DROP TABLE tasks; --", "back\\slash", "Ünïcødé 🎉", "$$", "'"],
+)
+def test_begin_carries_the_user_id_only_as_hex(owner: str) -> None:
+    batch = begin_as(owner)
+    literals = re.findall(r"'([^']*)'", batch)
+    assert literals == ["taskvault.user_id", owner.encode().hex(), "hex", "UTF8"]
+    assert batch.startswith("BEGIN; SELECT set_config(")
