@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Request
 from starlette.responses import Response
 
 from application.queries import Sort, SortField, Status, TaskFilter, TaskQuery
+from application.task_service import ME
 from domain.task import Task
 from entrypoints.http.conditional import (
     IDEMPOTENCY_KEY_PARAMETER,
@@ -50,7 +51,7 @@ def _task_path(request: Request, task: Task) -> str:
     root = request.scope.get("root_path", "")
     # A user id that cannot stand as one path segment is named by its alias.
     owner = task.user_id
-    segment = "me" if "/" in owner or owner in {".", ".."} else quote(owner, safe="")
+    segment = ME if "/" in owner or owner in {".", ".."} else quote(owner, safe="")
     return f"{root}/api/{segment}/tasks/{task.id}"
 
 
