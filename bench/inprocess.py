@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from application.principal import Principal
 from domain.task import TaskFields
-from entrypoints.http import create_app
+from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent))

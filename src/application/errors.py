@@ -1,5 +1,7 @@
 """Errors raised by use cases and ports, mapped to HTTP at the edge."""
 
+import enum
+
 from domain.errors import DomainError
 
 
@@ -27,11 +29,38 @@ class ForeignTask(ApplicationError):
     """
 
 
+@enum.unique
+class TokenFailure(enum.Enum):
+    """Why a bearer token was refused: a closed set, whatever the verifier.
+
+    Values are short human text, the exception's message; the metrics
+    edge derives its coarse ``detail`` label from the member, never the text.
+    """
+
+    EXPIRED = "token expired"
+    CLAIMS = "claims rejected"
+    """A registered claim is wrong (iss, aud, nbf, iat...) or ``sub`` is not a usable owner."""
+    ALGORITHM_NOT_ALLOWED = "algorithm not allowed"
+    ALGORITHM_KEY_MISMATCH = "algorithm does not match the key"
+    UNKNOWN_KEY = "unknown key id"
+    UNUSABLE_KEY = "unusable key"
+    TOO_LONG = "token too long"
+    MALFORMED_HEADER = "malformed header"
+    """The header could not be read, before any key was chosen."""
+    MALFORMED_KID = "malformed kid"
+    MALFORMED_INPUT = "malformed input"
+    """A plain ValueError, TypeError or KeyError escaped the token library."""
+    REJECTED = "token rejected"
+    """The token library's generic refusal: bad signature, undecodable, a required claim missing."""
+    UNEXPECTED = "unexpected token error"
+    """The token library raised an error of a kind not listed above."""
+
+
 class InvalidToken(ApplicationError):
     """A bearer token failed verification; ``reason`` is for logs and metrics."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: TokenFailure) -> None:
+        super().__init__(reason.value)
         self.reason = reason
 
 

@@ -12,6 +12,10 @@ from domain.task import Priority, Task, contains_control_characters
 
 SEARCH_MAX_LENGTH = 200
 
+PAGE_SIZE_MIN = 1
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 200
+"""Tasks per page: a page is read in one statement, so its size is bounded."""
 
 SEARCH_SEPARATOR = "\x1f"
 """Between title and description in a search key; ``q`` cannot contain it."""
@@ -97,8 +101,12 @@ class TaskQuery:
 
     filter: TaskFilter = field(default_factory=TaskFilter)
     sort: Sort = field(default_factory=Sort)
-    limit: int = 50
+    limit: int = PAGE_SIZE_DEFAULT
     after: Position | None = None
+
+    def __post_init__(self) -> None:
+        if not PAGE_SIZE_MIN <= self.limit <= PAGE_SIZE_MAX:
+            raise InvalidQuery("limit", f"must be {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from application.ports import Storage
-from application.queries import Position, Sort, SortField, Status, TaskFilter, TaskQuery
+from application.queries import (
+    PAGE_SIZE_MAX,
+    Position,
+    Sort,
+    SortField,
+    Status,
+    TaskFilter,
+    TaskQuery,
+)
 from domain.task import Priority, Task, TaskFields
 from tests.support import SequentialIds
 
@@ -76,8 +84,10 @@ async def fetch(storage: Storage, owner: str, task_id: uuid.UUID) -> Task | None
 
 
 async def fetch_all(storage: Storage, owner: str) -> list[Task]:
-    """Every committed task of ``owner`` (at most 200), in the default order."""
-    return await storage.reader(owner).list(TaskQuery(limit=200))
+    """Every committed task of ``owner`` (at most one full page), in the default order."""
+    tasks = await storage.reader(owner).list(TaskQuery(limit=PAGE_SIZE_MAX))
+    assert len(tasks) <= PAGE_SIZE_MAX, "more tasks than fetch_all reads"
+    return tasks
 
 
 async def list_page(storage: Storage, owner: str, query: TaskQuery) -> list[Task]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adapters.auth import CachingTokenVerifier
-from application.errors import InvalidToken
+from application.errors import InvalidToken, TokenFailure
 from application.principal import Principal
 
 
@@ -17,7 +17,7 @@ class CountingVerifier:
     async def verify(self, token: str) -> Principal:
         self.calls.append(token)
         if token.startswith("bad"):
-            raise InvalidToken("bad")
+            raise InvalidToken(TokenFailure.REJECTED)
         return Principal(user_id=token, expires_at=self.expires_at)
 
 

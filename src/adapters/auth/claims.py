@@ -5,15 +5,40 @@ from __future__ import annotations
 from typing import Any
 
 from jose import jwt
-from jose.exceptions import JOSEError
+from jose.exceptions import (
+    ExpiredSignatureError,
+    JOSEError,
+    JWKError,
+    JWSError,
+    JWTClaimsError,
+    JWTError,
+)
 
-from application.errors import InvalidToken
+from application.errors import InvalidToken, TokenFailure
 from application.principal import Principal
 from domain.errors import InvalidTask
 from domain.task import check_owner
 
 MAX_TOKEN_LENGTH = 16_384
 """Longer bearer tokens are refused before any parsing."""
+
+# By exact class, as the reason was once the class's name: a subclass not
+# listed (JWEError, JWSSignatureError...) is UNEXPECTED, not its parent's.
+_FAILURE_OF_ERROR: dict[type[Exception], TokenFailure] = {
+    ExpiredSignatureError: TokenFailure.EXPIRED,
+    JWTClaimsError: TokenFailure.CLAIMS,
+    JWTError: TokenFailure.REJECTED,
+    JWSError: TokenFailure.REJECTED,
+    JWKError: TokenFailure.REJECTED,
+    ValueError: TokenFailure.MALFORMED_INPUT,
+    TypeError: TokenFailure.MALFORMED_INPUT,
+    KeyError: TokenFailure.MALFORMED_INPUT,
+}
+
+
+def failure_of(error: Exception) -> TokenFailure:
+    """The reason to give for an exception out of ``jwt.decode``."""
+    return _FAILURE_OF_ERROR.get(type(error), TokenFailure.UNEXPECTED)
 
 
 class ClaimRules:
@@ -36,21 +61,21 @@ class ClaimRules:
                 options=self._options,
             )
         except JOSEError as error:
-            raise InvalidToken(type(error).__name__) from None
+            raise InvalidToken(failure_of(error)) from None
         except (ValueError, TypeError, KeyError) as error:
             # Malformed input can escape python-jose as a plain exception.
-            raise InvalidToken(type(error).__name__) from None
+            raise InvalidToken(failure_of(error)) from None
         return principal_from(claims)
 
 
 def unverified_header(token: str) -> dict[str, Any]:
     """The token's header, read only to choose a key; a bad token is a 401."""
     if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidToken("token too long")
+        raise InvalidToken(TokenFailure.TOO_LONG)
     try:
         header: dict[str, Any] = jwt.get_unverified_header(token)
     except (JOSEError, ValueError, TypeError, KeyError):
-        raise InvalidToken("malformed token") from None
+        raise InvalidToken(TokenFailure.MALFORMED_HEADER) from None
     return header
 
 
@@ -74,10 +99,10 @@ def decode_options(*, issuer: str | None, audience: str | None, leeway_s: int) -
 def principal_from(claims: dict[str, Any]) -> Principal:
     sub = claims.get("sub")
     if not isinstance(sub, str):
-        raise InvalidToken("sub is not a string")
+        raise InvalidToken(TokenFailure.CLAIMS)
     try:
         user_id = check_owner(sub)
-    except InvalidTask as error:
-        raise InvalidToken(f"bad sub: {error.message}") from None
+    except InvalidTask:
+        raise InvalidToken(TokenFailure.CLAIMS) from None
     # decode_options requires exp, and python-jose has checked it is a number.
     return Principal(user_id=user_id, expires_at=float(claims["exp"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from jose import jwt
 
 from adapters.auth.claims import ClaimRules, unverified_header
-from application.errors import InvalidToken
+from application.errors import InvalidToken, TokenFailure
 from application.principal import Principal
 
 ALGORITHM = "HS256"
@@ -30,7 +30,7 @@ class HmacTokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         if unverified_header(token).get("alg") != ALGORITHM:
-            raise InvalidToken("algorithm not allowed")
+            raise InvalidToken(TokenFailure.ALGORITHM_NOT_ALLOWED)
         return self._rules.principal(token, self._secret, ALGORITHM)
 
     def issue(self, sub: str, *, ttl_s: int, now: int) -> str:

@@ -16,7 +16,7 @@ from jose.backends.base import Key
 from jose.exceptions import JOSEError
 
 from adapters.auth.claims import ClaimRules, unverified_header
-from application.errors import InvalidToken
+from application.errors import InvalidToken, TokenFailure
 from application.principal import Principal
 
 log = logging.getLogger("taskvault.auth.jwks")
@@ -110,16 +110,16 @@ class JwksTokenVerifier:
         algorithm = header.get("alg")
         kid = header.get("kid")
         if algorithm not in ALLOWED_ALGORITHMS:
-            raise InvalidToken("algorithm not allowed")
+            raise InvalidToken(TokenFailure.ALGORITHM_NOT_ALLOWED)
         if kid is not None and not isinstance(kid, str):
-            raise InvalidToken("malformed kid")
+            raise InvalidToken(TokenFailure.MALFORMED_KID)
         key = await self._key(kid)
         if algorithm not in key.algorithms:
-            raise InvalidToken("algorithm does not match the key")
+            raise InvalidToken(TokenFailure.ALGORITHM_KEY_MISMATCH)
         try:
             public_key = key.for_algorithm(algorithm)
         except (JOSEError, ValueError, TypeError, KeyError):
-            raise InvalidToken("unusable key") from None
+            raise InvalidToken(TokenFailure.UNUSABLE_KEY) from None
         return self._rules.principal(token, public_key, algorithm)
 
     async def _key(self, kid: str | None) -> _PublicKey:
@@ -132,7 +132,7 @@ class JwksTokenVerifier:
                 await self._refresh()
                 key = self._lookup(kid)
         if key is None:
-            raise InvalidToken("unknown key id")
+            raise InvalidToken(TokenFailure.UNKNOWN_KEY)
         return key
 
     def _lookup(self, kid: str | None) -> _PublicKey | None:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.middleware.cors import CORSMiddleware
 
+from application.task_service import ME
 from entrypoints.container import Container
 from entrypoints.http import docs, errors, health, metrics, tasks
 from entrypoints.http.jsonbody import JSONResponse
@@ -23,10 +24,10 @@ from entrypoints.settings import Settings
 
 log = get_logger("app")
 
-API_DESCRIPTION = """\
+API_DESCRIPTION = f"""\
 Every user keeps their own tasks. Send `Authorization: Bearer <JWT>`; the
-token's `sub` is your user id, and `{user_id}` in each path must be it (or
-`me`). Errors are `application/problem+json`."""
+token's `sub` is your user id, and `{{user_id}}` in each path must be it (or
+`{ME}`). Errors are `application/problem+json`."""
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:

@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from application.errors import InvalidToken, RateLimited
 from application.principal import Principal
-from application.task_service import TaskService
+from application.task_service import ME, TaskService
 from entrypoints.http.cursor import CursorCodec
 from entrypoints.http.errors import MissingToken
 from entrypoints.http.services import services
@@ -76,7 +76,7 @@ async def authenticate(
 
 async def caller(
     request: Request,
-    user_id: Annotated[str, Path(description="The token's `sub`, or `me`.")],
+    user_id: Annotated[str, Path(description=f"The token's `sub`, or `{ME}`.")],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """The caller, once the service has agreed that the path names them.

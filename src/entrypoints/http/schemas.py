@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from application.commands import TaskPatch
+from application.queries import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SIZE_MIN, SEARCH_MAX_LENGTH
 from domain.errors import InvalidTask
 from domain.task import (
     DESCRIPTION_MAX_LENGTH,
@@ -167,12 +168,14 @@ class ListParams(BaseModel):
     status: Literal["all", "pending", "completed"] = "all"
     priority: Priority | None = None
     q: str | None = Field(
-        default=None, max_length=200, description="Case-insensitive text in title or description."
+        default=None,
+        max_length=SEARCH_MAX_LENGTH,
+        description="Case-insensitive text in title or description.",
     )
     due_before: QueryTime = None
     due_after: QueryTime = None
     sort: SortParam = Field(default="-created_at", description="Sort key; `-` for descending.")
-    limit: int = Field(default=50, ge=1, le=200)
+    limit: int = Field(default=PAGE_SIZE_DEFAULT, ge=PAGE_SIZE_MIN, le=PAGE_SIZE_MAX)
     cursor: str | None = Field(
         default=None, max_length=1024, description="From the previous page's `Link` header."
     )
