@@ -27,8 +27,8 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect, sync_playwright
 
-from tests.processes import LOOPBACK, free_port, serving
 from tests.support import SECRET, TASK_KEYS
+from tests.support.processes import LOOPBACK, free_port, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "var" / "docs-screenshot.png"

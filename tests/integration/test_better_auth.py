@@ -31,8 +31,8 @@ from jose import jwt
 from adapters.sqlalchemy.migrate import upgrade
 from entrypoints.http import create_app
 from entrypoints.settings import Settings
-from tests.processes import LOOPBACK, free_port, serving
 from tests.support import SECRET
+from tests.support.processes import LOOPBACK, free_port, serving
 
 IDP = Path(__file__).resolve().parents[1] / "idp"
 NODE_MISSING = (

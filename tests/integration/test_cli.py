@@ -16,8 +16,8 @@ import pytest
 from jose import jwt
 
 from entrypoints.secret import load_or_create_secret
-from tests.processes import LOOPBACK, free_port, serving
 from tests.support import SECRET
+from tests.support.processes import LOOPBACK, free_port, serving
 
 TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
 

@@ -23,10 +23,10 @@ from entrypoints.container import Container
 from entrypoints.http import create_app
 from entrypoints.logging import LOGGER_NAME, JsonFormatter, get_logger
 from entrypoints.settings import Settings
-from tests.integration.test_http_helpers import tasks_url
 from tests.integration.test_metrics import scrape, value
 from tests.integration.test_shutdown import serving
 from tests.support import SECRET, make_token
+from tests.support.http import tasks_url
 
 Record = dict[str, Any]
 ACCESS_FIELDS = {

@@ -31,8 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from entrypoints.settings import Settings, describe_error
-from tests.processes import free_port
 from tests.support import make_token
+from tests.support.processes import free_port
 
 TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
 STARTUP_S = 30

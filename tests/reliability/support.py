@@ -20,8 +20,8 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from adapters.sqlalchemy.migrate import upgrade
-from tests.processes import free_port
 from tests.support import SECRET
+from tests.support.processes import free_port
 
 TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
 STARTUP_S = 30.0
