@@ -32,7 +32,7 @@ from adapters.sqlalchemy.migrate import upgrade
 from entrypoints.http import create_app
 from entrypoints.settings import Settings
 from tests.support import SECRET
-from tests.support.processes import LOOPBACK, free_port, serving
+from tests.support.processes import LOOPBACK, ServerProcess, free_port
 
 IDP = Path(__file__).resolve().parents[1] / "idp"
 NODE_MISSING = (
@@ -88,16 +88,16 @@ def better_auth(request: pytest.FixtureRequest, node: str, tmp_path: Path) -> It
         "BETTER_AUTH_SECRET": secrets.token_urlsafe(48),
         "NODE_ENV": "test",
     }
-    base = f"http://{LOOPBACK}:{port}"
-    with serving(
+    with ServerProcess(
         [node, str(IDP / "server.mjs")],
-        ready_url=f"{base}/api/auth/ok",
-        log=tmp_path / "better-auth.log",
         cwd=IDP,
         env=env,
+        ready=f"http://{LOOPBACK}:{port}/api/auth/ok",
+        log=tmp_path / "better-auth.log",
+        port=port,
         timeout_s=START_TIMEOUT_S,
-    ):
-        yield BetterAuth(base, algorithm)
+    ) as idp:
+        yield BetterAuth(idp.base, algorithm)
 
 
 @dataclass(frozen=True)
