@@ -27,6 +27,7 @@ import pytest
 from playwright.sync_api import Locator, Page, Route, expect, sync_playwright
 
 from tests.support import SECRET, TASK_KEYS
+from tests.support.prerequisites import missing_prerequisite
 from tests.support.processes import LOOPBACK, TASKVAULT, TaskvaultServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,12 +51,11 @@ WRITABLE_FIELDS = {"title", "description", "completed", "priority", "due_at"}
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     """Debian's Chromium; missing, it fails under CI and skips elsewhere."""
-    if os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    message = f"{CHROMIUM} not found: install it with `{INSTALL_HINT}`"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message} (.ci/run does so when it is missing)")
-    pytest.skip(message)
+    if not os.access(CHROMIUM, os.X_OK):
+        missing_prerequisite(
+            f"{CHROMIUM} not found: install it with `{INSTALL_HINT}` (.ci/run does so)"
+        )
+    return CHROMIUM
 
 
 @dataclass(frozen=True)

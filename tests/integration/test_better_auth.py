@@ -7,9 +7,9 @@ loopback port. Users sign up through its HTTP API, take a JWT from
 configured exactly as the README says: ``TASKVAULT_JWKS_URL`` is Better
 Auth's ``/api/auth/jwks``, issuer and audience its base URL.
 
-Needs Node.js: without ``node`` the test skips and says so. ``.ci/run``
-installs ``tests/idp``'s packages (``npm ci``); when they are missing the
-test installs them itself.
+Needs Node.js: without ``node`` the test skips and says so (fails under
+``CI=true``). ``.ci/run`` installs ``tests/idp``'s packages (``npm ci``);
+when they are missing the test installs them itself.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from adapters.sqlalchemy.migrate import upgrade
 from entrypoints.http import create_app
 from entrypoints.settings import Settings
 from tests.support import SECRET
+from tests.support.prerequisites import missing_prerequisite
 from tests.support.processes import LOOPBACK, ServerProcess, free_port
 
 IDP = Path(__file__).resolve().parents[1] / "idp"
@@ -50,7 +51,7 @@ def node() -> str:
     """``node``, with ``tests/idp``'s packages installed (``npm ci`` when missing)."""
     node = shutil.which("node")
     if node is None:
-        pytest.skip(NODE_MISSING)
+        missing_prerequisite(NODE_MISSING)
     if not (IDP / "node_modules" / "better-auth").is_dir():
         npm = shutil.which("npm")
         assert npm is not None, "node is installed but npm is not: cannot install tests/idp"
