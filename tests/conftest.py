@@ -106,7 +106,12 @@ async def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# A marker per store, so a run can pick stores with -m (`make test-fast`: memory only).
+STORES = [
+    pytest.param("memory", marks=pytest.mark.memory),
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture(params=STORES)
