@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format clean bench soak
+.PHONY: install run test test-fast lint format clean bench soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "taskvault needs Python 3.11 or newer (set PYTHON=...)")'
@@ -20,6 +20,10 @@ run: install
 
 test: install
 	$(BIN)/pytest
+
+# Unit tests and the contract suite on the in-memory store: no database, no server, seconds.
+test-fast: install
+	$(BIN)/pytest -m "not sqlite and not postgres" tests/unit tests/contract
 
 lint: install
 	$(BIN)/ruff check .

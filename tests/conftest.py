@@ -1,7 +1,8 @@
 """Databases for the tests: SQLite in a temporary folder, PostgreSQL when reachable.
 
 PostgreSQL comes from ``TEST_DATABASE_URL``; else from testcontainers when a
-Docker engine answers; else the PostgreSQL tests skip and say how to run them.
+Docker engine answers; else the PostgreSQL tests skip and say how to run them
+(under ``CI=true`` they fail).
 Each test run gets a database of its own, and each test starts with empty tables.
 """
 
@@ -19,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.sql.migrate import upgrade
+from tests.support.prerequisites import missing_prerequisite
 
 # Scans every response and log line of the run for secrets, tokens,
 # tracebacks and SQL (tests/leakscan.py).
@@ -55,7 +57,7 @@ def postgres_server_url() -> Iterator[str]:
         yield _asyncpg_url(configured)
         return
     if not _docker_answers():
-        pytest.skip(HOW_TO_RUN_POSTGRES)
+        missing_prerequisite(HOW_TO_RUN_POSTGRES)
     from testcontainers.postgres import PostgresContainer
 
     with PostgresContainer("postgres:16-alpine", driver="asyncpg") as container:
@@ -104,7 +106,12 @@ async def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# A marker per store, so a run can pick stores with -m (`make test-fast`: memory only).
+STORES = [
+    pytest.param("memory", marks=pytest.mark.memory),
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture(params=STORES)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +26,12 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect, sync_playwright
 
-from tests.processes import LOOPBACK, free_port, serving
 from tests.support import SECRET, TASK_KEYS
+from tests.support.prerequisites import missing_prerequisite
+from tests.support.processes import LOOPBACK, TASKVAULT, TaskvaultServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "var" / "docs-screenshot.png"
-TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -52,12 +51,11 @@ WRITABLE_FIELDS = {"title", "description", "completed", "priority", "due_at"}
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     """Debian's Chromium; missing, it fails under CI and skips elsewhere."""
-    if os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    message = f"{CHROMIUM} not found: install it with `{INSTALL_HINT}`"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message} (.ci/run does so when it is missing)")
-    pytest.skip(message)
+    if not os.access(CHROMIUM, os.X_OK):
+        missing_prerequisite(
+            f"{CHROMIUM} not found: install it with `{INSTALL_HINT}` (.ci/run does so)"
+        )
+    return CHROMIUM
 
 
 @dataclass(frozen=True)
@@ -83,19 +81,14 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """``taskvault serve`` on SQLite in ``tmp_path``, on a free loopback port."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKVAULT_")}
-    env["TASKVAULT_JWT_SECRET"] = SECRET
-    env["TASKVAULT_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'taskvault.db'}"
-    port = free_port()
-    base = f"http://{LOOPBACK}:{port}"
-    with serving(
-        [TASKVAULT, "serve", "--host", LOOPBACK, "--port", str(port)],
-        ready_url=f"{base}/healthz",
-        log=tmp_path / "serve.log",
-        cwd=tmp_path,
-        env=env,
-    ):
-        yield Server(base, tmp_path, env)
+    with TaskvaultServer(
+        tmp_path,
+        "--host",
+        LOOPBACK,
+        TASKVAULT_JWT_SECRET=SECRET,
+        TASKVAULT_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'taskvault.db'}",
+    ) as process:
+        yield Server(process.base, tmp_path, process.env)
 
 
 @dataclass

@@ -7,9 +7,9 @@ loopback port. Users sign up through its HTTP API, take a JWT from
 configured exactly as the README says: ``TASKVAULT_JWKS_URL`` is Better
 Auth's ``/api/auth/jwks``, issuer and audience its base URL.
 
-Needs Node.js: without ``node`` the test skips and says so. ``.ci/run``
-installs ``tests/idp``'s packages (``npm ci``); when they are missing the
-test installs them itself.
+Needs Node.js: without ``node`` the test skips and says so (fails under
+``CI=true``). ``.ci/run`` installs ``tests/idp``'s packages (``npm ci``);
+when they are missing the test installs them itself.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from jose import jwt
 from adapters.sql.migrate import upgrade
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests.processes import LOOPBACK, free_port, serving
 from tests.support import SECRET
+from tests.support.prerequisites import missing_prerequisite
+from tests.support.processes import LOOPBACK, ServerProcess, free_port
 
 IDP = Path(__file__).resolve().parents[1] / "idp"
 NODE_MISSING = (
@@ -50,7 +51,7 @@ def node() -> str:
     """``node``, with ``tests/idp``'s packages installed (``npm ci`` when missing)."""
     node = shutil.which("node")
     if node is None:
-        pytest.skip(NODE_MISSING)
+        missing_prerequisite(NODE_MISSING)
     if not (IDP / "node_modules" / "better-auth").is_dir():
         npm = shutil.which("npm")
         assert npm is not None, "node is installed but npm is not: cannot install tests/idp"
@@ -88,16 +89,16 @@ def better_auth(request: pytest.FixtureRequest, node: str, tmp_path: Path) -> It
         "BETTER_AUTH_SECRET": secrets.token_urlsafe(48),
         "NODE_ENV": "test",
     }
-    base = f"http://{LOOPBACK}:{port}"
-    with serving(
+    with ServerProcess(
         [node, str(IDP / "server.mjs")],
-        ready_url=f"{base}/api/auth/ok",
-        log=tmp_path / "better-auth.log",
         cwd=IDP,
         env=env,
+        ready=f"http://{LOOPBACK}:{port}/api/auth/ok",
+        log=tmp_path / "better-auth.log",
+        port=port,
         timeout_s=START_TIMEOUT_S,
-    ):
-        yield BetterAuth(base, algorithm)
+    ) as idp:
+        yield BetterAuth(idp.base, algorithm)
 
 
 @dataclass(frozen=True)

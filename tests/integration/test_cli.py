@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import sys
@@ -16,21 +15,18 @@ import pytest
 from jose import jwt
 
 from entrypoints.secret import load_or_create_secret
-from tests.processes import LOOPBACK, free_port, serving
 from tests.support import SECRET
-
-TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
-
-
-def _env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKVAULT_")}
-    env.update(overrides)
-    return env
+from tests.support.processes import TASKVAULT, TaskvaultServer, server_env
 
 
 def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [TASKVAULT, *args], cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=60
+        [TASKVAULT, *args],
+        cwd=cwd,
+        env=server_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -93,15 +89,8 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    base = f"http://{LOOPBACK}:{free_port()}"
-    with serving(
-        [TASKVAULT, "serve", "--port", base.rsplit(":", 1)[1]],
-        ready_url=f"{base}/healthz",
-        log=tmp_path / "serve.log",
-        cwd=tmp_path,
-        env=_env(),
-    ):
-        yield base
+    with TaskvaultServer(tmp_path) as server:
+        yield server.base
 
 
 def test_serve_accepts_a_token_from_the_token_command(server: str, tmp_path: Path) -> None:
@@ -130,7 +119,7 @@ def test_a_server_process_keeps_its_startup_objects_out_of_the_collectors_way(
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=tmp_path,
-        env=_env(TASKVAULT_DATABASE_URL="memory://", TASKVAULT_JWT_SECRET=SECRET),
+        env=server_env(TASKVAULT_DATABASE_URL="memory://", TASKVAULT_JWT_SECRET=SECRET),
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,8 +12,8 @@ from pydantic import SecretStr
 
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests.integration.test_http_helpers import missing_id
 from tests.support import SECRET, make_token
+from tests.support.http import missing_id
 
 ORIGIN = "http://localhost:3000"
 OTHER_ORIGIN = "http://localhost:4000"

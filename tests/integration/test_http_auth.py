@@ -14,8 +14,8 @@ from pydantic import SecretStr
 
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests.integration.test_http_helpers import assert_api_headers, assert_problem, tasks_url
 from tests.support import SECRET, make_token
+from tests.support.http import assert_api_headers, assert_problem, tasks_url
 
 INVALID = 'Bearer error="invalid_token"'
 LEEWAY_S = 30

@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.integration.test_http_helpers import (
+from tests.support import auth
+from tests.support.http import (
     Json,
     assert_api_headers,
     assert_problem,
@@ -24,7 +25,6 @@ from tests.integration.test_http_helpers import (
     parse_time,
     tasks_url,
 )
-from tests.support import auth
 
 RANK = {"low": 1, "medium": 2, "high": 3}
 SORTS = [

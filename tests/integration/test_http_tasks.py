@@ -16,7 +16,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from tests.integration.test_http_helpers import (
+from tests.support import TASK_KEYS, auth
+from tests.support.http import (
     PROBLEM,
     Json,
     assert_api_headers,
@@ -31,7 +32,6 @@ from tests.integration.test_http_helpers import (
     parse_time,
     tasks_url,
 )
-from tests.support import TASK_KEYS, auth
 
 MAX_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")

@@ -18,7 +18,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from tests.integration.test_http_helpers import (
+from tests.support import auth
+from tests.support.http import (
     Json,
     assert_api_headers,
     assert_problem,
@@ -27,7 +28,6 @@ from tests.integration.test_http_helpers import (
     missing_id,
     snapshot,
 )
-from tests.support import auth
 
 USER_PLACEHOLDERS = frozenset({"user_id", "task_id"})
 _PLACEHOLDER = re.compile(r"{([^}:]+)(?::[^}]*)?}")

@@ -23,10 +23,10 @@ from entrypoints.container import Container
 from entrypoints.http.app import create_app
 from entrypoints.logging import LOGGER_NAME, JsonFormatter, get_logger
 from entrypoints.settings import Settings
-from tests.integration.test_http_helpers import tasks_url
 from tests.integration.test_metrics import scrape, value
-from tests.integration.test_shutdown import serving
 from tests.support import SECRET, make_token
+from tests.support.http import tasks_url
+from tests.support.processes import TaskvaultServer
 
 Record = dict[str, Any]
 ACCESS_FIELDS = {
@@ -233,7 +233,7 @@ async def test_an_unhandled_error_gets_one_error_line_naming_only_its_type(
 
 @pytest.mark.parametrize("level", ["INFO", "WARNING"])
 def test_serve_logs_json_lines_at_the_configured_level(tmp_path: Path, level: str) -> None:
-    with serving(tmp_path, TASKVAULT_LOG_LEVEL=level) as server:
+    with TaskvaultServer(tmp_path, TASKVAULT_LOG_LEVEL=level) as server:
         token = server.token()
         headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "from-the-client"}
         created = httpx.post(
@@ -259,7 +259,7 @@ def test_serve_logs_json_lines_at_the_configured_level(tmp_path: Path, level: st
             "alice",
         )
         assert [r["status"] for r in access if r["method"] == "GET" and r["status"] == 401]
-    text = "\n".join(server.stderr_lines())
+    text = "\n".join(server.log_lines())
     secret = (tmp_path / "var" / "jwt-secret").read_text().strip()
     for leaked in (token, secret, "secret plans"):
         assert leaked not in text

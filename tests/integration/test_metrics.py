@@ -18,8 +18,8 @@ from application.errors import TokenFailure
 from entrypoints.http.app import create_app
 from entrypoints.http.metrics import AUTH_DETAILS, DETAIL_OF_FAILURE, auth_detail
 from entrypoints.settings import Settings
-from tests.integration.test_http_helpers import create, missing_id, tasks_url
 from tests.support import SECRET, auth, make_token
+from tests.support.http import create, missing_id, tasks_url
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

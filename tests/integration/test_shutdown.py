@@ -3,138 +3,26 @@
 The slow request is a real one: the test holds SQLite's write lock from its own
 connection (``BEGIN IMMEDIATE``), so the server's write waits on
 ``busy_timeout`` exactly as it would behind a long transaction.
-
-The helpers here start real server processes for the other process-level tests
-(``test_logging``, ``test_workers``) too.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from entrypoints.settings import Settings, describe_error
-from tests.processes import free_port
-from tests.support import make_token
-
-TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
-STARTUP_S = 30
-
-
-def server_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKVAULT_")}
-    env.update(overrides)
-    return env
-
-
-@dataclass
-class Server:
-    """A ``taskvault serve`` process in ``cwd``, with stderr kept for reading."""
-
-    process: subprocess.Popen[bytes]
-    base: str
-    port: int
-    cwd: Path
-    _stderr: list[bytes] = field(default_factory=list)
-    _reader: threading.Thread | None = None
-
-    def token(self, sub: str = "alice") -> str:
-        """A token signed with the secret the server made under ``var/``."""
-        secret = (self.cwd / "var" / "jwt-secret").read_text().strip()
-        return make_token(sub, secret=secret)
-
-    def headers(self, sub: str = "alice") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(sub)}"}
-
-    def stderr_lines(self) -> list[str]:
-        """Every line written to stderr so far (all of it once the process exited)."""
-        if self.process.poll() is not None and self._reader is not None:
-            self._reader.join(timeout=5)
-        return b"".join(self._stderr).decode().splitlines()
-
-    def log_records(self) -> list[dict[str, object]]:
-        records = []
-        for line in self.stderr_lines():
-            record = orjson.loads(line)
-            assert isinstance(record, dict), line
-            records.append(record)
-        return records
-
-    def gauge(self, name: str) -> float:
-        text = httpx.get(f"{self.base}/metrics", timeout=5).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name:
-                    return float(sample.value)
-        raise AssertionError(f"{name} not in /metrics")
-
-
-@contextmanager
-def serving(cwd: Path, *args: str, **env: str) -> Iterator[Server]:
-    """``taskvault serve --port <free> *args`` in ``cwd``, healthy; stopped at the end."""
-    port = free_port()
-    process = subprocess.Popen(
-        [TASKVAULT, "serve", "--port", str(port), *args],
-        cwd=cwd,
-        env=server_env(**env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    server = Server(process=process, base=f"http://127.0.0.1:{port}", port=port, cwd=cwd)
-    assert process.stderr is not None
-    stream = process.stderr
-
-    def read() -> None:
-        for line in iter(stream.readline, b""):
-            server._stderr.append(line)
-
-    server._reader = threading.Thread(target=read, daemon=True)
-    server._reader.start()
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            assert process.poll() is None, "\n".join(server.stderr_lines())
-            try:
-                if httpx.get(f"{server.base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"no /healthz within {STARTUP_S} s"
-            time.sleep(0.1)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_for(condition: str, check: object, timeout_s: float = 5.0) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting until {condition}"
-        time.sleep(0.05)
+from tests.support.processes import TaskvaultServer, wait_for
 
 
 @contextmanager
@@ -174,7 +62,7 @@ class Call(threading.Thread):
             self.error = error
 
 
-def _slow_patch(server: Server, task_id: str, title: str) -> Call:
+def _slow_patch(server: TaskvaultServer, task_id: str, title: str) -> Call:
     """A PATCH that waits behind the test's write lock; started once it is in flight."""
     call = Call(
         "PATCH",
@@ -193,7 +81,7 @@ def _slow_patch(server: Server, task_id: str, title: str) -> Call:
 
 def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) -> None:
     database = tmp_path / "var" / "taskvault.db"
-    with serving(tmp_path, TASKVAULT_DB_TIMEOUT_S="10") as server:
+    with TaskvaultServer(tmp_path, TASKVAULT_DB_TIMEOUT_S="10") as server:
         created = httpx.post(
             f"{server.base}/api/me/tasks", json={"title": "Before"}, headers=server.headers()
         )
@@ -237,7 +125,7 @@ def test_the_grace_period_bounds_the_wait(tmp_path: Path) -> None:
     database = tmp_path / "var" / "taskvault.db"
     grace_s = 1
     env = {"TASKVAULT_SHUTDOWN_GRACE_S": str(grace_s), "TASKVAULT_DB_TIMEOUT_S": "10"}
-    with serving(tmp_path, **env) as server:
+    with TaskvaultServer(tmp_path, **env) as server:
         created = httpx.post(
             f"{server.base}/api/me/tasks", json={"title": "Before"}, headers=server.headers()
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_shutdown import Server, serving, wait_for
+from tests.support.processes import TaskvaultServer, wait_for
 
 CREATES = 200
 CONNECTIONS = 16
@@ -36,7 +36,7 @@ def worker_pids(parent: int) -> set[int]:
     return workers
 
 
-def started_pids(server: Server) -> set[int]:
+def started_pids(server: TaskvaultServer) -> set[int]:
     """Worker pids from uvicorn's "Started server process [pid]" log lines."""
     found: set[int] = set()
     for record in server.log_records():
@@ -46,7 +46,7 @@ def started_pids(server: Server) -> set[int]:
     return found
 
 
-async def _create_all(server: Server) -> list[httpx.Response]:
+async def _create_all(server: TaskvaultServer) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
     headers = server.headers()
     async with httpx.AsyncClient(base_url=server.base, limits=limits, timeout=30) as client:
@@ -91,7 +91,7 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def _counts_per_worker(server: Server, tries: int = 60) -> set[float]:
+def _counts_per_worker(server: TaskvaultServer, tries: int = 60) -> set[float]:
     """The create counters seen over fresh connections: each worker keeps its own.
 
     Every scrape reaches whichever worker accepts it; once the load is over a
@@ -109,7 +109,7 @@ def _counts_per_worker(server: Server, tries: int = 60) -> set[float]:
 def test_two_workers_serve_one_port_one_secret_one_database(tmp_path: Path) -> None:
     secret_file = tmp_path / "var" / "jwt-secret"
     assert not secret_file.parent.exists()
-    with serving(tmp_path, "--workers", "2") as server:
+    with TaskvaultServer(tmp_path, "--workers", "2") as server:
         wait_for(
             "both workers started",
             lambda: len(started_pids(server)) == 2 and len(worker_pids(server.process.pid)) == 2,

@@ -1,7 +1,8 @@
 """Fault and concurrency tests on real processes and a throwaway PostgreSQL of their own.
 
 They need PostgreSQL's server binaries (initdb, pg_ctl, postgres), found on
-PATH or under /usr/lib/postgresql/*/bin, and skip, saying so, without them.
+PATH or under /usr/lib/postgresql/*/bin, and skip, saying so, without them
+(under ``CI=true`` they fail).
 Figures (requests, errors by status, recovery times) are printed at the end
 of the run under "reliability figures".
 """
@@ -17,6 +18,7 @@ import pytest
 
 from tests.reliability.pgcluster import PgCluster, find_bin_dir, started_cluster
 from tests.reliability.support import create_database
+from tests.support.prerequisites import missing_prerequisite
 
 _FIGURES: list[str] = []
 
@@ -25,7 +27,9 @@ _FIGURES: list[str] = []
 def pg_bin() -> Path:
     folder = find_bin_dir()
     if folder is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl, postgres) are not installed")
+        missing_prerequisite(
+            "PostgreSQL server binaries (initdb, pg_ctl, postgres) are not installed"
+        )
     return folder
 
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.processes import free_port
+from tests.support.processes import free_port
 
 BIN_NAMES = ("initdb", "pg_ctl", "postgres")
 OS_USER = "postgres"

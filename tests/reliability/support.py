@@ -1,18 +1,12 @@
-"""Real ``taskvault serve`` processes and request records for the fault tests."""
+"""Server settings, request records and load helpers for the fault tests."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -20,96 +14,17 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from adapters.sql.migrate import upgrade
-from tests.processes import free_port
 from tests.support import SECRET
 
-TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
-STARTUP_S = 30.0
 PROBLEM_JSON = "application/problem+json"
+SERVER_ENV = {
+    "TASKVAULT_JWT_SECRET": SECRET,
+    "TASKVAULT_RATE_LIMIT": "off",
+    "TASKVAULT_LOG_LEVEL": "INFO",
+}
+"""What every ``TaskvaultServer`` of the fault tests runs with, besides its own settings."""
 
 T = TypeVar("T")
-
-
-def server_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKVAULT_")}
-    env.update(
-        TASKVAULT_JWT_SECRET=SECRET,
-        TASKVAULT_RATE_LIMIT="off",
-        TASKVAULT_LOG_LEVEL="INFO",
-    )
-    env.update(overrides)
-    return env
-
-
-class ServerProcess:
-    """``taskvault serve`` on a fixed port in ``cwd``; its stderr goes to ``cwd/server-N.log``.
-
-    ``start`` may be called again after ``kill``: the same port, a new process.
-    """
-
-    def __init__(self, cwd: Path, *args: str, **env: str) -> None:
-        self.cwd = cwd
-        self.args = args
-        self.env = server_env(**env)
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.logs: list[Path] = []
-
-    def start(self) -> None:
-        assert self.process is None or self.process.poll() is not None
-        log = self.cwd / f"server-{len(self.logs)}.log"
-        self.logs.append(log)
-        with log.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [TASKVAULT, "serve", "--port", str(self.port), *self.args],
-                cwd=self.cwd,
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        self.wait_healthy()
-
-    def wait_healthy(self, timeout_s: float = STARTUP_S) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"taskvault serve exited:\n{self.log_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"taskvault serve did not answer /healthz within {timeout_s} s")
-
-    def kill9(self) -> None:
-        """SIGKILL: no shutdown, no flush, no goodbye to the database."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-    def log_text(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
-
-    def server_errors(self) -> list[str]:
-        """Log lines of 5xx responses other than 503, and any traceback."""
-        return [
-            line
-            for line in self.log_text().splitlines()
-            if re.search(r'"status":\s*5(?!03)\d\d', line) or "Traceback" in line
-        ]
 
 
 @dataclass(frozen=True, slots=True)

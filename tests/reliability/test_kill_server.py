@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.support import ServerProcess, all_tasks, timed
+from tests.reliability.support import SERVER_ENV, all_tasks, timed
 from tests.support import auth
+from tests.support.processes import TaskvaultServer
 
 WORKERS = 6
 CREATES_PER_WORKER = 60
@@ -76,7 +77,7 @@ class CreateStream:
         raise AssertionError(f"{title}: no 201 after 999 attempts")
 
 
-async def _stream_with_kills(server: ServerProcess) -> CreateStream:
+async def _stream_with_kills(server: TaskvaultServer) -> CreateStream:
     stream = CreateStream(server.base)
     deadline = time.monotonic() + DEADLINE_S
     workers = [asyncio.create_task(stream.worker(n, deadline)) for n in range(WORKERS)]
@@ -101,7 +102,7 @@ async def _stream_with_kills(server: ServerProcess) -> CreateStream:
     return stream
 
 
-async def _check(server: ServerProcess, stream: CreateStream) -> Counter[str]:
+async def _check(server: TaskvaultServer, stream: CreateStream) -> Counter[str]:
     async with httpx.AsyncClient(base_url=server.base, headers=auth("crash"), timeout=10) as c:
         for title, task_id in stream.acked.items():
             response = await c.get(f"/api/me/tasks/{task_id}")
@@ -117,7 +118,7 @@ async def _check(server: ServerProcess, stream: CreateStream) -> Counter[str]:
     return Counter(str(t["title"]) for t in tasks)
 
 
-def _run(server: ServerProcess, figures: list[str]) -> None:
+def _run(server: TaskvaultServer, figures: list[str]) -> None:
     server.start()
     try:
         stream = asyncio.run(_stream_with_kills(server))
@@ -144,7 +145,9 @@ def _run(server: ServerProcess, figures: list[str]) -> None:
 def test_kill_9_during_creates_on_sqlite(tmp_path: Path, figures: list[str]) -> None:
     database = tmp_path / "var" / "taskvault.db"
     _run(
-        ServerProcess(tmp_path, TASKVAULT_DATABASE_URL=f"sqlite+aiosqlite:///{database}"),
+        TaskvaultServer(
+            tmp_path, **SERVER_ENV, TASKVAULT_DATABASE_URL=f"sqlite+aiosqlite:///{database}"
+        ),
         figures,
     )
 
@@ -154,9 +157,10 @@ def test_kill_9_during_creates_on_postgres(
     tmp_path: Path, pg_database: str, figures: list[str]
 ) -> None:
     _run(
-        ServerProcess(
+        TaskvaultServer(
             tmp_path,
             "--no-migrate",
+            **SERVER_ENV,
             TASKVAULT_DATABASE_URL=pg_database,
             TASKVAULT_DB_TIMEOUT_S="2",
         ),

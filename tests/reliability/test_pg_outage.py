@@ -28,12 +28,13 @@ from application.queries import TaskQuery
 from tests.reliability.load import MixedLoad
 from tests.reliability.pgcluster import PgCluster
 from tests.reliability.support import (
+    SERVER_ENV,
     Outcome,
-    ServerProcess,
     assert_proper_503s,
     by_status,
     create_database,
 )
+from tests.support.processes import TaskvaultServer
 
 TIMEOUT_S = 2.0
 MARGIN_S = 3.0
@@ -43,11 +44,12 @@ LOAD_CAP_S = 30.0
 
 
 @pytest.fixture
-def server_on_own_cluster(own_cluster: PgCluster, tmp_path: Path) -> Iterator[ServerProcess]:
+def server_on_own_cluster(own_cluster: PgCluster, tmp_path: Path) -> Iterator[TaskvaultServer]:
     url = asyncio.run(create_database(own_cluster.url(), "taskvault"))
-    server = ServerProcess(
+    server = TaskvaultServer(
         tmp_path,
         "--no-migrate",
+        **SERVER_ENV,
         TASKVAULT_DATABASE_URL=url,
         TASKVAULT_DB_TIMEOUT_S=str(TIMEOUT_S),
     )
@@ -108,7 +110,7 @@ def _check_outage(
 
 
 def test_postgres_restart_under_load(
-    own_cluster: PgCluster, server_on_own_cluster: ServerProcess, figures: list[str]
+    own_cluster: PgCluster, server_on_own_cluster: TaskvaultServer, figures: list[str]
 ) -> None:
     server = server_on_own_cluster
     load = MixedLoad(server.base, workers=WORKERS)
@@ -169,7 +171,7 @@ def frozen(cluster: PgCluster) -> Iterator[None]:
 
 
 def test_frozen_postgres_gives_bounded_503s(
-    own_cluster: PgCluster, server_on_own_cluster: ServerProcess, figures: list[str]
+    own_cluster: PgCluster, server_on_own_cluster: TaskvaultServer, figures: list[str]
 ) -> None:
     """A database that accepts TCP but never answers: timeouts, not hangs."""
     server = server_on_own_cluster

@@ -16,14 +16,15 @@ from pathlib import Path
 import httpx
 
 from tests.reliability.support import (
+    SERVER_ENV,
     Outcome,
-    ServerProcess,
     all_tasks,
     by_status,
     gather_bounded,
     timed,
 )
 from tests.support import auth
+from tests.support.processes import TaskvaultServer
 
 WRITES = 300
 CONNECTIONS = 16
@@ -68,7 +69,7 @@ async def _contend(base: str) -> tuple[Counter[str], Counter[int], list[dict[str
 
 
 def test_two_workers_on_sqlite_take_concurrent_writes(tmp_path: Path, figures: list[str]) -> None:
-    server = ServerProcess(tmp_path, "--workers", "2")
+    server = TaskvaultServer(tmp_path, "--workers", "2", **SERVER_ENV)
     server.start()
     try:
         statuses, toggled, tasks, elapsed = asyncio.run(_contend(server.base))

@@ -19,7 +19,8 @@ from adapters.auth import JwksTokenVerifier
 from application.errors import InvalidToken
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
-from tests.jwks_support import (
+from tests.support import SECRET, make_token
+from tests.support.jwks import (
     AUDIENCE,
     ISSUER,
     JwksServer,
@@ -33,7 +34,6 @@ from tests.jwks_support import (
     serve_jwks,
     unsigned,
 )
-from tests.support import SECRET, make_token
 
 INVALID = 'Bearer error="invalid_token"'
 

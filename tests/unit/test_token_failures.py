@@ -21,8 +21,8 @@ from jose.exceptions import (
 from adapters.auth import HmacTokenVerifier, JwksTokenVerifier
 from adapters.auth.claims import MAX_TOKEN_LENGTH, failure_of
 from application.errors import InvalidToken, TokenFailure
-from tests.jwks_support import AUDIENCE, ISSUER, KeyPair, claims, rsa_pair
 from tests.support import SECRET, make_token
+from tests.support.jwks import AUDIENCE, ISSUER, KeyPair, claims, rsa_pair
 
 
 def _expired() -> str:

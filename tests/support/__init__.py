@@ -1,4 +1,8 @@
-"""Test helpers shared by every tier: tokens, a fixed clock, predictable ids."""
+"""Test helpers shared by every tier: tokens, a fixed clock, predictable ids.
+
+Beside them: ``http`` (HTTP assertions), ``processes`` (real servers),
+``jwks`` (key pairs and a JWKS endpoint).
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Helpers shared by the HTTP test modules (this module holds no tests).
-
-The HTTP tier may only add ``test_http_*.py`` files, hence the name.
-"""
+"""HTTP helpers for every tier: task URLs and requests, and what a response must hold."""
 
 from __future__ import annotations
 
