@@ -266,16 +266,16 @@ async def test_text_filter_is_case_insensitive_in_title_or_description(
 ) -> None:
     tasks = await listed(client, {"q": q})
     if titles is None:
-        needle = q.lower()
+        needle = q.casefold()
         titles = {
             t["title"]
             for t in catalog
-            if needle in t["title"].lower() or needle in (t["description"] or "").lower()
+            if needle in t["title"].casefold() or needle in (t["description"] or "").casefold()
         }
     assert {task["title"] for task in tasks} == titles
     for task in tasks:
-        haystack = f"{task['title']}\n{task['description'] or ''}".lower()
-        assert q.lower() in haystack
+        haystack = f"{task['title']}\n{task['description'] or ''}".casefold()
+        assert q.casefold() in haystack
 
 
 async def test_text_filter_matches_both_pay_rent_tasks(

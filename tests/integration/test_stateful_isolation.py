@@ -391,8 +391,12 @@ def matches(task: ModelTask, params: dict[str, str]) -> bool:
         return False
     if "priority" in params and f.priority != params["priority"]:
         return False
-    needle = params.get("q", "").lower()
-    if needle and needle not in f.title.lower() and needle not in (f.description or "").lower():
+    needle = params.get("q", "").casefold()
+    if (
+        needle
+        and needle not in f.title.casefold()
+        and needle not in (f.description or "").casefold()
+    ):
         return False
     if "due_before" in params and (f.due_at is None or f.due_at >= utc(params["due_before"])):
         return False
