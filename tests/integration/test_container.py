@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -14,9 +15,10 @@ from adapters.ratelimit import LimitsRateLimiter
 from application.errors import StorageUnavailable
 from application.queries import TaskQuery
 from entrypoints.container import Container
+from entrypoints.http.app import create_app
 from entrypoints.http.services import Services
 from entrypoints.settings import Settings
-from tests.support import SECRET
+from tests.support import SECRET, auth
 
 
 async def _settled(value: Any) -> Any:
@@ -79,3 +81,22 @@ def test_the_cli_token_and_the_server_share_one_hmac_verifier() -> None:
     cached = container.token_verifier()
     assert isinstance(cached, CachingTokenVerifier)
     assert cached._inner is issuer
+
+
+async def test_an_app_started_again_serves_on_new_resources(database_url: str) -> None:
+    app = create_app(_container(database_url).settings())
+    stores = []
+    for round_ in range(2):
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://taskvault.test"
+            ) as client,
+        ):
+            stores.append(app.state.services.storage)
+            created = await client.post(
+                "/api/me/tasks", json={"title": f"round {round_}"}, headers=auth("alice")
+            )
+            assert created.status_code == 201
+            assert (await client.get("/api/me/tasks", headers=auth("alice"))).status_code == 200
+    assert stores[0] is not stores[1]

@@ -47,6 +47,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             yield
         finally:
             await _settled(container.shutdown_resources())
+            # What was built on the closed resources goes too: a later
+            # lifespan of this app builds it again on new ones.
+            container.reset_singletons()
 
     app = FastAPI(
         title="taskvault",
