@@ -82,7 +82,7 @@ async def main(count: int) -> None:
     logging.getLogger("taskvault").setLevel(logging.WARNING)
     floor = floor_app.app
     async with floor.router.lifespan_context(floor), taskvault.router.lifespan_context(taskvault):
-        service = taskvault.state.task_service
+        service = taskvault.state.services.tasks
         task = None
         for i in range(50):
             task = await service.create(Principal("user0001"), "me", TaskFields(f"task {i}"))
