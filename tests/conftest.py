@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -122,3 +122,31 @@ def database_url(request: pytest.FixtureRequest) -> str:
     fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+async def _as_admin(url: str, *statements: str) -> None:
+    """Run ``statements`` one by one, each committed, as the URL's (super)user."""
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def app_role_url(postgres_url: str) -> AsyncIterator[str]:
+    """A URL for a fresh ordinary role with only the grants the app needs."""
+    role = f"taskvault_app_{uuid.uuid4().hex[:8]}"
+    await _as_admin(
+        postgres_url,
+        f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON tasks, idempotency_keys TO {role}",
+    )
+    try:
+        yield make_url(postgres_url).set(username=role, password=None).render_as_string()
+    finally:
+        await _as_admin(
+            postgres_url, f"REVOKE ALL ON tasks, idempotency_keys FROM {role}", f"DROP ROLE {role}"
+        )

@@ -13,6 +13,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
+from adapters.sql.migrate import MigrationNotPermitted
 from entrypoints.container import Container
 from entrypoints.logging import configure_logging, get_logger
 from entrypoints.secret import with_secret
@@ -105,6 +106,11 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
 def _migrate(settings: Settings) -> None:
     try:
         migrated = asyncio.run(Container(settings=settings).migrate())
+    except MigrationNotPermitted as error:
+        raise CommandError(
+            f"database role {str(error)!r} may not migrate the schema: run `taskvault migrate` "
+            "as the role that owns it, then `taskvault serve --no-migrate` as this one"
+        ) from None
     except Exception as error:
         raise CommandError(f"migration failed: {type(error).__name__}") from None
     log.info("migrations applied" if migrated else "memory store: nothing to migrate")

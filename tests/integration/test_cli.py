@@ -129,3 +129,21 @@ def test_a_server_process_keeps_its_startup_objects_out_of_the_collectors_way(
     assert before == 0
     assert frozen > 10_000
     assert threshold == 20_000
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", [["migrate"], ["serve", "--port", "1"]])
+def test_a_role_that_may_not_migrate_is_told_what_to_do(
+    app_role_url: str, tmp_path: Path, command: list[str]
+) -> None:
+    result = _run(
+        command, tmp_path, TASKVAULT_DATABASE_URL=app_role_url, TASKVAULT_JWT_SECRET=SECRET
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("taskvault: database role 'taskvault_app_")
+    assert lines[-1].endswith(
+        "may not migrate the schema: run `taskvault migrate` as the role that owns it, "
+        "then `taskvault serve --no-migrate` as this one"
+    )
+    assert "Traceback" not in result.stderr

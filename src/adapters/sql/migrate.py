@@ -12,6 +12,21 @@ from sqlalchemy.pool import NullPool
 
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
 
+_INSUFFICIENT_PRIVILEGE = "42501"
+
+
+class MigrationNotPermitted(Exception):
+    """The connected role may not change the schema (PostgreSQL: insufficient privilege)."""
+
+
+def _not_permitted(error: BaseException) -> bool:
+    orig = getattr(error, "orig", None)
+    return _INSUFFICIENT_PRIVILEGE in (
+        getattr(error, "sqlstate", None),
+        getattr(orig, "sqlstate", None),
+        getattr(orig, "pgcode", None),
+    )
+
 
 def migration_engine(url: str) -> AsyncEngine:
     """An engine for one migration run: a connection at a time, none kept."""
@@ -31,11 +46,16 @@ def alembic_config(url: str) -> Config:
 
 
 async def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at ``url`` up to ``revision``."""
+    """Bring the database at ``url`` up to ``revision``; ``MigrationNotPermitted``
+    when the role may not read or change the schema's version."""
     engine = migration_engine(url)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_upgrade, url, revision)
+    except Exception as error:
+        if _not_permitted(error):
+            raise MigrationNotPermitted(str(make_url(url).username)) from error
+        raise
     finally:
         await engine.dispose()
 

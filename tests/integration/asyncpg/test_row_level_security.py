@@ -16,7 +16,6 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.asyncpg import PgStorage
@@ -32,33 +31,6 @@ from entrypoints.settings import Settings
 from tests.support import SECRET, auth
 
 pytestmark = pytest.mark.postgres
-
-
-async def _as_admin(url: str, *statements: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            for statement in statements:
-                await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def app_role_url(postgres_url: str) -> AsyncIterator[str]:
-    """A URL for a fresh ordinary role with only the grants the app needs."""
-    role = f"taskvault_app_{uuid.uuid4().hex[:8]}"
-    await _as_admin(
-        postgres_url,
-        f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON tasks, idempotency_keys TO {role}",
-    )
-    try:
-        yield make_url(postgres_url).set(username=role, password=None).render_as_string()
-    finally:
-        await _as_admin(
-            postgres_url, f"REVOKE ALL ON tasks, idempotency_keys FROM {role}", f"DROP ROLE {role}"
-        )
 
 
 @pytest.fixture(params=["asyncpg", "sqlalchemy"])
