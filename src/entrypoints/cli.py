@@ -85,6 +85,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         workers=args.workers,
         log_config=None,
         access_log=False,
+        # X-Forwarded-* are the app's to read, from TASKVAULT_TRUSTED_PROXIES only.
         proxy_headers=False,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )

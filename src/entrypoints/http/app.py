@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from application.task_service import ME
 from entrypoints.container import Container
 from entrypoints.http import docs, errors, health, metrics, tasks
+from entrypoints.http.forwarded import ForwardedHeadersMiddleware, parse_networks
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from entrypoints.http.problems import PROBLEM_MEDIA_TYPE
@@ -96,9 +97,14 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             ],
         )
     app.add_middleware(RequestContextMiddleware)
-    # Outermost: it times the whole request and sees the 500 that the
-    # request-context layer makes of an unhandled error.
+    # It times the whole request and sees the 500 that the request-context
+    # layer makes of an unhandled error.
     app.add_middleware(metrics.MetricsMiddleware)
+    if resolved.trusted_proxies:
+        # Outermost: every layer sees the client and host the proxy saw.
+        app.add_middleware(
+            ForwardedHeadersMiddleware, trusted=parse_networks(resolved.trusted_proxies)
+        )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
