@@ -90,7 +90,7 @@ def begin_as(owner: str) -> str:
     A simple query takes no parameters, so the user id travels hex-encoded:
     no character of ``[0-9a-f]`` can end a string literal, whatever the id.
     """
-    encoded = owner.encode("utf-8", "surrogatepass").hex()
+    encoded = owner.encode("utf-8").hex()
     return (
         f"BEGIN; SELECT set_config('{USER_SETTING}', "
         f"convert_from(decode('{encoded}', 'hex'), 'UTF8'), true)"

@@ -35,8 +35,10 @@ class _Transaction:
     async def begun(self) -> asyncpg.Connection:
         """The connection inside the transaction, begun now (with the user set) if need be."""
         if not self.open:
-            await self.connection.execute(compiled_sql.begin_as(self._owner))
+            # Marked first: should the batch fail after its BEGIN, the
+            # connection is rolled back before it goes back to the pool.
             self.open = True
+            await self.connection.execute(compiled_sql.begin_as(self._owner))
         return self.connection
 
     async def execute(self, statement: ClauseElement, params: Mapping[str, Any]) -> str:
@@ -113,8 +115,7 @@ class PgIdempotencyStore:
 class PgUnitOfWork:
     """One transaction for one owner, with row-level security set for exactly it.
 
-    The transaction begins at the first statement: a unit of work that sends
-    none (a lookup refused before any I/O) costs no round trip.
+    BEGIN and the user go out in one round trip, just before the first statement.
     """
 
     tasks: PgTaskRepository
