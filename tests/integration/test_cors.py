@@ -26,6 +26,8 @@ EXPOSED = {
     "ratelimit-remaining",
     "ratelimit-reset",
     "retry-after",
+    "www-authenticate",
+    "allow",
 }
 
 
@@ -188,3 +190,14 @@ async def test_without_origins_there_is_no_cors() -> None:
         actual = await client.get("/api/me/tasks", headers=_from(token=make_token("alice")))
     assert "access-control-allow-origin" not in preflight.headers
     assert "access-control-allow-origin" not in actual.headers
+
+
+async def test_a_browser_client_can_read_a_401_challenge_and_a_405s_methods() -> None:
+    async with _client() as client:
+        unauthorized = await client.get("/api/me/tasks", headers={"Origin": ORIGIN})
+        not_allowed = await client.post("/healthz", headers={"Origin": ORIGIN})
+    assert unauthorized.status_code == 401
+    assert not_allowed.status_code == 405
+    for response, header in ((unauthorized, "www-authenticate"), (not_allowed, "allow")):
+        assert header in response.headers
+        assert header in _names(response.headers.get("access-control-expose-headers"))

@@ -94,6 +94,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                 "RateLimit-Limit",
                 "RateLimit-Remaining",
                 "RateLimit-Reset",
+                # A 401's challenge and a 405's allowed methods, for clients that branch on them.
+                "WWW-Authenticate",
+                "Allow",
             ],
         )
     app.add_middleware(RequestContextMiddleware)

@@ -20,13 +20,19 @@ class Health(BaseModel):
     status: Literal["ok", "unavailable"]
 
 
-@router.get("/healthz", summary="Liveness: 200 while the process runs", response_model=Health)
+@router.get(
+    "/healthz",
+    operation_id="check_liveness",
+    summary="Liveness: 200 while the process runs",
+    response_model=Health,
+)
 async def healthz() -> Response:
     return JSONResponse({"status": "ok"})
 
 
 @router.get(
     "/readyz",
+    operation_id="check_readiness",
     summary="Readiness: 200 when the database answers, else 503",
     response_model=Health,
     responses={
