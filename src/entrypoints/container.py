@@ -34,7 +34,12 @@ def open_storage(settings: Settings) -> Storage:
         return MemoryStorage()
     timeout_s, pool_size = settings.db_timeout_s, settings.db_pool_size
     if url.startswith("postgresql"):
-        return PgStorage(url, timeout_s=timeout_s, pool_size=pool_size)
+        return PgStorage(
+            url,
+            timeout_s=timeout_s,
+            pool_size=pool_size,
+            pooled_by_transaction=settings.db_pooler == "transaction",
+        )
     return SqlAlchemyStorage(url, timeout_s=timeout_s, pool_size=pool_size)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     db_timeout_s: float = Field(default=5.0, gt=0, le=300)
     db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_pooler: Literal["none", "transaction"] = "none"
+    """``transaction`` behind PgBouncer (or another pooler) in transaction mode."""
     log_level: str = "INFO"
     rate_limit: str = "1200/minute"
     redis_url: str | None = None

@@ -28,7 +28,9 @@ class PgPool:
     terminated by its unit of work) frees its slot for a new one.
     """
 
-    def __init__(self, dsn: str, *, size: int, timeout_s: float) -> None:
+    def __init__(
+        self, dsn: str, *, size: int, timeout_s: float, statement_cache: bool = True
+    ) -> None:
         self._size = size
         self._timeout_s = timeout_s
         self._dsn = dsn
@@ -37,6 +39,12 @@ class PgPool:
             "command_timeout": timeout_s,
             "server_settings": {"application_name": "taskvault"},
         }
+        if not statement_cache:
+            # No named prepared statement, so none can outlive a transaction:
+            # each statement is parsed unnamed and run in the same exchange
+            # with the server (asyncpg's Parse/Describe end with Flush, not
+            # Sync), which a transaction-mode pooler keeps on one server.
+            self._params["statement_cache_size"] = 0
         self._idle: list[asyncpg.Connection] = []
         self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
         self._count = 0  # connections open, lent out or being opened

@@ -18,10 +18,28 @@ def dsn_of(url: str) -> str:
 
 
 class PgStorage:
-    """Tasks in PostgreSQL on a pool of asyncpg connections of its own."""
+    """Tasks in PostgreSQL on a pool of asyncpg connections of its own.
 
-    def __init__(self, url: str, *, timeout_s: float = 5.0, pool_size: int = 10) -> None:
-        self.pool = PgPool(dsn_of(url), size=pool_size, timeout_s=timeout_s)
+    ``pooled_by_transaction``: the URL is a pooler in transaction mode
+    (PgBouncer, and the poolers of Supabase, Neon or RDS Proxy), which may
+    hand each transaction another server connection; no prepared statement
+    is then kept beyond the exchange that runs it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 5.0,
+        pool_size: int = 10,
+        pooled_by_transaction: bool = False,
+    ) -> None:
+        self.pool = PgPool(
+            dsn_of(url),
+            size=pool_size,
+            timeout_s=timeout_s,
+            statement_cache=not pooled_by_transaction,
+        )
 
     def reader(self, owner: str) -> PgTaskReader:
         return PgTaskReader(self.pool, owner)
