@@ -98,6 +98,32 @@ async def postgres_url(postgres_database_url: str) -> str:
     return postgres_database_url
 
 
+HOW_TO_RUN_PGBOUNCER = (
+    "PgBouncer tests need TEST_PGBOUNCER_URL: a PgBouncer in pool_mode = transaction in front "
+    "of TEST_DATABASE_URL's server, trusting the role postgres (.ci/run starts one)"
+)
+
+
+def through_pgbouncer(url: str) -> str:
+    """``url`` with the host and port of ``TEST_PGBOUNCER_URL``."""
+    bouncer = os.environ.get("TEST_PGBOUNCER_URL")
+    if not bouncer:
+        missing_prerequisite(HOW_TO_RUN_PGBOUNCER)
+    at = make_url(_asyncpg_url(bouncer))
+    return make_url(url).set(host=at.host, port=at.port).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pgbouncer_url(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The run's PostgreSQL database through PgBouncer in transaction mode.
+
+    The test's settings say so as an operator's would: ``TASKVAULT_DB_POOLER``.
+    """
+    url = through_pgbouncer(postgres_url)
+    monkeypatch.setenv("TASKVAULT_DB_POOLER", "transaction")
+    return url
+
+
 @pytest.fixture
 async def sqlite_url(tmp_path: Path) -> str:
     """A migrated SQLite database in a fresh folder."""
@@ -111,16 +137,17 @@ STORES = [
     pytest.param("memory", marks=pytest.mark.memory),
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("pgbouncer", marks=pytest.mark.postgres),
 ]
 
 
 @pytest.fixture(params=STORES)
 def database_url(request: pytest.FixtureRequest) -> str:
-    """The same test on every store: memory, SQLite and PostgreSQL."""
+    """The same test on every store: memory, SQLite, PostgreSQL, and PostgreSQL
+    through PgBouncer in transaction mode."""
     if request.param == "memory":
         return "memory://"
-    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
-    url: str = request.getfixturevalue(fixture)
+    url: str = request.getfixturevalue(f"{request.param}_url")
     return url
 
 
@@ -150,3 +177,26 @@ async def app_role_url(postgres_url: str) -> AsyncIterator[str]:
         await _as_admin(
             postgres_url, f"REVOKE ALL ON tasks, idempotency_keys FROM {role}", f"DROP ROLE {role}"
         )
+
+
+PGBOUNCER_APP_ROLE = "taskvault_pgbouncer_app"
+"""An ordinary role that PgBouncer's auth_file lists (.ci/run writes it)."""
+
+
+@pytest.fixture
+async def pgbouncer_app_role_url(postgres_url: str) -> AsyncIterator[str]:
+    """``PGBOUNCER_APP_ROLE`` with the app's grants, through PgBouncer."""
+    role = PGBOUNCER_APP_ROLE
+    url = through_pgbouncer(
+        make_url(postgres_url).set(username=role, password=None).render_as_string()
+    )
+    await _as_admin(
+        postgres_url,
+        f"DO $$ BEGIN CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON tasks, idempotency_keys TO {role}",
+    )
+    try:
+        yield url
+    finally:
+        await _as_admin(postgres_url, f"REVOKE ALL ON tasks, idempotency_keys FROM {role}")

@@ -53,6 +53,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from adapters.sql.tables import tasks as tasks_table
 from entrypoints.http.app import create_app
@@ -821,10 +822,22 @@ async def wipe(engine: AsyncEngine) -> None:
             await conn.execute(text("DELETE FROM idempotency_keys"))
 
 
+def _checking_engine(database_url: str) -> AsyncEngine:
+    """The test's own engine, to wipe and check the table; through PgBouncer
+    too, whose server connections would keep its prepared statements' names."""
+    if not database_url.startswith("postgresql"):
+        return create_async_engine(database_url)
+    return create_async_engine(
+        database_url,
+        poolclass=NullPool,
+        connect_args={"prepared_statement_name_func": lambda: f"__check_{uuid.uuid4().hex}__"},
+    )
+
+
 async def run_example(database_url: str, operations: list[Operation]) -> None:
     config = Settings(database_url=database_url, jwt_secret=SecretStr(SECRET), _env_file=None)  # type: ignore[call-arg]
     app = create_app(config)
-    engine = None if database_url == "memory://" else create_async_engine(database_url)
+    engine = None if database_url == "memory://" else _checking_engine(database_url)
     try:
         async with app.router.lifespan_context(app):
             if engine is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import asyncpg
 import httpx
@@ -33,10 +34,21 @@ from tests.support import SECRET, auth
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture(params=["asyncpg", "sqlalchemy"])
-async def storage(request: pytest.FixtureRequest, app_role_url: str) -> AsyncIterator[Storage]:
+@pytest.fixture(params=["asyncpg", "sqlalchemy", "asyncpg-through-pgbouncer"])
+def store_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """Which store, and the ordinary role's URL it connects with."""
+    fixture = "pgbouncer_app_role_url" if "pgbouncer" in request.param else "app_role_url"
+    url: str = request.getfixturevalue(fixture)
+    return request.param, url
+
+
+@pytest.fixture
+async def storage(store_kind: tuple[str, str]) -> AsyncIterator[Storage]:
+    kind, url = store_kind
     store: Storage = (
-        PgStorage(app_role_url) if request.param == "asyncpg" else SqlAlchemyStorage(app_role_url)
+        SqlAlchemyStorage(url)
+        if kind == "sqlalchemy"
+        else PgStorage(url, pooled_by_transaction=kind == "asyncpg-through-pgbouncer")
     )
     try:
         yield store
@@ -233,10 +245,21 @@ async def test_idempotency_keys_are_confined_too(storage: Storage) -> None:
     assert count == 0
 
 
+@pytest.fixture(params=["none", "transaction"])
+def pooled(request: pytest.FixtureRequest) -> tuple[str, Literal["none", "transaction"]]:
+    """The ordinary role's URL directly (no pooler), and through PgBouncer in transaction mode."""
+    fixture = "app_role_url" if request.param == "none" else "pgbouncer_app_role_url"
+    url: str = request.getfixturevalue(fixture)
+    return url, request.param
+
+
 async def test_the_api_works_as_an_ordinary_role_and_does_not_warn(
-    app_role_url: str, caplog: pytest.LogCaptureFixture
+    pooled: tuple[str, Literal["none", "transaction"]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = Settings(database_url=app_role_url, jwt_secret=SecretStr(SECRET), _env_file=None)  # type: ignore[call-arg]
+    url, pooler = pooled
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=url, jwt_secret=SecretStr(SECRET), db_pooler=pooler, _env_file=None
+    )
     app = create_app(settings)
     with caplog.at_level(logging.WARNING, logger="taskvault"):
         async with (
