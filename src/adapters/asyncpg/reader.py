@@ -18,7 +18,11 @@ from domain.task import Task
 
 
 class PgTaskReader:
-    """One owner's tasks, one round trip a read: no BEGIN, no COMMIT (``single_statement``)."""
+    """One owner's tasks, one statement a read: no BEGIN, no COMMIT (``single_statement``).
+
+    One round trip; two behind a transaction pooler, where each statement is
+    parsed again (``PgPool``'s ``statement_cache``).
+    """
 
     __slots__ = ("_owner", "_pool")
 
