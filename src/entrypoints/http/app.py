@@ -39,8 +39,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await _settled(container.init_resources())
         try:
+            # Inside: what opened before a failing resource is closed again.
+            await _settled(container.init_resources())
             services: Services = await _settled(container.services())
             app.state.services = services
             for warning in await services.storage.warnings():
