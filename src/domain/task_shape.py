@@ -68,7 +68,7 @@ _FROM_DOCUMENT: dict[Kind, Callable[[Any], Any]] = {
     Kind.INSTANT: datetime.fromisoformat,
 }
 _ENCODED = tuple((f.name, _TO_DOCUMENT.get(f.kind)) for f in TASK_FIELDS)
-_DECODED = tuple((f.name, _FROM_DOCUMENT.get(f.kind), f.nullable) for f in TASK_FIELDS)
+_DECODED = tuple((f.name, _FROM_DOCUMENT.get(f.kind)) for f in TASK_FIELDS)
 
 
 def to_document(task: Task) -> Document:
@@ -83,9 +83,9 @@ def to_document(task: Task) -> Document:
 def from_document(document: Document) -> Task:
     """The task a document (decoded from JSON, instants as text) describes."""
     values = []
-    for name, decode, nullable in _DECODED:
+    for name, decode in _DECODED:
         value = document[name]
-        if decode is not None and not (nullable and value is None):
+        if decode is not None and value is not None:
             value = decode(value)
         values.append(value)
     return Task(*values)

@@ -62,11 +62,16 @@ async def rate_limiter_lifetime(settings: Settings) -> AsyncIterator[RateLimiter
         await limiter.close()
 
 
-def make_hmac_verifier(settings: Settings) -> HmacTokenVerifier:
+def _jwt_secret(settings: Settings) -> str:
+    """The secret behind HS256 tokens and list cursors (``with_secret`` fills it in)."""
     if settings.jwt_secret is None:
         raise ValueError("TASKVAULT_JWT_SECRET is not set and no secret file was loaded")
+    return settings.jwt_secret.get_secret_value()
+
+
+def make_hmac_verifier(settings: Settings) -> HmacTokenVerifier:
     return HmacTokenVerifier(
-        settings.jwt_secret.get_secret_value(),
+        _jwt_secret(settings),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway_s=settings.jwt_leeway_s,
@@ -90,9 +95,7 @@ def verifier_kind(settings: Settings) -> str:
 
 
 def make_cursor_codec(settings: Settings) -> CursorCodec:
-    if settings.jwt_secret is None:
-        raise ValueError("TASKVAULT_JWT_SECRET is not set and no secret file was loaded")
-    return CursorCodec(settings.jwt_secret.get_secret_value().encode())
+    return CursorCodec(_jwt_secret(settings).encode())
 
 
 async def migrate_database(settings: Settings) -> bool:

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 from adapters.asyncpg.errors import unavailable
 from adapters.asyncpg.pool import PgPool
 from application.errors import StorageUnavailable
+
+
+async def fetch_alone(pool: PgPool, query: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows of one statement run outside any transaction, on a connection
+    borrowed for it; an outage is ``StorageUnavailable``, the connection dropped."""
+    lease = Lease(pool)
+    connection = await lease.acquire()
+    try:
+        rows: list[asyncpg.Record] = await connection.fetch(query, *args)
+    except BaseException as error:
+        await lease.release(error, in_transaction=False)
+        raise
+    await lease.release(None, in_transaction=False)
+    return rows
 
 
 class Lease:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import builtins
 import uuid
-from typing import Any
-
-import asyncpg
 
 from adapters.asyncpg import statements as compiled_sql
-from adapters.asyncpg.connections import Lease
+from adapters.asyncpg.connections import fetch_alone
 from adapters.asyncpg.pool import PgPool
 from adapters.sql import statements as sql
 from adapters.sql.rows import task_from
@@ -32,25 +28,12 @@ class PgTaskReader:
 
     async def get(self, task_id: uuid.UUID) -> Task | None:
         compiled = compiled_sql.single_statement(sql.select_task)
-        rows = await self._fetch(compiled, {"owner": self._owner, "task_id": task_id})
+        params = {"owner": self._owner, "task_id": task_id}
+        rows = await fetch_alone(self._pool, compiled.text, *compiled.args(params))
         return task_from(rows[0]) if rows else None
 
     async def list(self, query: TaskQuery) -> list[Task]:
         compiled = compiled_sql.single_statement(sql.list_tasks, sql.ListShape.of(query))
-        rows = await self._fetch(compiled, sql.list_params(self._owner, query))
+        params = sql.list_params(self._owner, query)
+        rows = await fetch_alone(self._pool, compiled.text, *compiled.args(params))
         return [task_from(row) for row in rows]
-
-    async def _fetch(
-        self, compiled: compiled_sql.Compiled, params: dict[str, Any]
-    ) -> builtins.list[asyncpg.Record]:
-        lease = Lease(self._pool)
-        connection = await lease.acquire()
-        try:
-            rows: builtins.list[asyncpg.Record] = await connection.fetch(
-                compiled.text, *compiled.args(params)
-            )
-        except BaseException as error:
-            await lease.release(error, in_transaction=False)
-            raise
-        await lease.release(None, in_transaction=False)
-        return rows

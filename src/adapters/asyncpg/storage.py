@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapters.asyncpg.connections import Lease
+from adapters.asyncpg.connections import fetch_alone
 from adapters.asyncpg.pool import PgPool
 from adapters.asyncpg.reader import PgTaskReader
 from adapters.asyncpg.unit_of_work import PgUnitOfWork
@@ -64,19 +64,12 @@ class PgStorage:
         return bypass_warnings(row)
 
     async def _fetchrow(self, query: str) -> dict[str, object] | None:
-        """One row of a query outside any transaction; a dead connection is
-        dropped at once (``Lease``), and any failure is ``StorageUnavailable``."""
-        lease = Lease(self.pool)
+        """The first row of a query outside any transaction; any failure is
+        ``StorageUnavailable``."""
         try:
-            connection = await lease.acquire()
-            try:
-                row = await connection.fetchrow(query)
-            except BaseException as error:
-                await lease.release(error, in_transaction=False)
-                raise
-            await lease.release(None, in_transaction=False)
+            rows = await fetch_alone(self.pool, query)
         except StorageUnavailable:
             raise
         except Exception as error:
             raise StorageUnavailable(type(error).__name__) from error
-        return None if row is None else dict(row)
+        return dict(rows[0]) if rows else None

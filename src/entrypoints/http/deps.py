@@ -13,6 +13,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from application.errors import InvalidToken, RateLimited
+from application.ports import RateLimiter
 from application.principal import Principal
 from application.task_service import ME, TaskService
 from entrypoints.http.cursor import CursorCodec
@@ -34,9 +35,8 @@ def cursors(request: Request) -> CursorCodec:
     return services(request).cursors
 
 
-async def _spend(request: Request, key: str) -> None:
+async def _spend(request: Request, limiter: RateLimiter | None, key: str) -> None:
     """Count the request against ``key``; past the budget, a 429."""
-    limiter = services(request).rate_limiter
     if limiter is None:
         return
     status = await limiter.hit(key)
@@ -61,16 +61,16 @@ async def authenticate(
     app = services(request)
     if credentials is None:
         app.metrics.auth_failed(None)
-        await _spend(request, f"ip:{_client_ip(request)}")
+        await _spend(request, app.rate_limiter, f"ip:{_client_ip(request)}")
         raise MissingToken()
     try:
         verified = await app.token_verifier.verify(credentials.credentials)
     except InvalidToken as error:
         app.metrics.auth_failed(error.reason)
-        await _spend(request, f"ip:{_client_ip(request)}")
+        await _spend(request, app.rate_limiter, f"ip:{_client_ip(request)}")
         raise
     request.state.user_id = verified.user_id
-    await _spend(request, f"user:{verified.user_id}")
+    await _spend(request, app.rate_limiter, f"user:{verified.user_id}")
     return verified
 
 

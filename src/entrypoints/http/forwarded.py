@@ -39,11 +39,8 @@ class ForwardedHeadersMiddleware:
         self.trusted = trusted
 
     def _is_trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted)
+        ip = _address(address)
+        return ip is not None and any(ip in network for network in self.trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
@@ -58,9 +55,11 @@ class ForwardedHeadersMiddleware:
         if forwarded_for:
             hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
             for hop in reversed(hops):
-                if not self._is_trusted(hop):
-                    if _is_address(hop):
-                        scope["client"] = (hop, 0)
+                ip = _address(hop)
+                if ip is None:
+                    break
+                if not any(ip in network for network in self.trusted):
+                    scope["client"] = (hop, 0)
                     break
         scheme = values.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
         if scheme in _SCHEMES:
@@ -74,9 +73,8 @@ class ForwardedHeadersMiddleware:
             ]
 
 
-def _is_address(value: str) -> bool:
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ipaddress.ip_address(value)
+        return ipaddress.ip_address(value)
     except ValueError:
-        return False
-    return True
+        return None
