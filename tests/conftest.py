@@ -20,6 +20,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.sql.migrate import upgrade
+from tests.support.databases import (
+    PGBOUNCER_APP_ROLE,
+    as_admin,
+    as_role,
+    asyncpg_url,
+    create_role,
+    grant_app_tables,
+    revoke_app_tables,
+    through_pgbouncer,
+)
 from tests.support.prerequisites import missing_prerequisite
 
 # Scans every response and log line of the run for secrets, tokens,
@@ -30,13 +40,6 @@ HOW_TO_RUN_POSTGRES = (
     "PostgreSQL tests need TEST_DATABASE_URL (e.g. "
     "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres) or a running Docker engine"
 )
-
-
-def _asyncpg_url(url: str) -> str:
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    return url
 
 
 def _docker_answers() -> bool:
@@ -54,7 +57,7 @@ def postgres_server_url() -> Iterator[str]:
     """A URL of a PostgreSQL server where the tests may create databases."""
     configured = os.environ.get("TEST_DATABASE_URL")
     if configured:
-        yield _asyncpg_url(configured)
+        yield asyncpg_url(configured)
         return
     if not _docker_answers():
         missing_prerequisite(HOW_TO_RUN_POSTGRES)
@@ -64,26 +67,17 @@ def postgres_server_url() -> Iterator[str]:
         yield container.get_connection_url()
 
 
-async def _admin(server_url: str, statement: str) -> None:
-    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def postgres_database_url(postgres_server_url: str) -> Iterator[str]:
     """A migrated database of this test run's own, dropped at the end."""
     name = f"taskvault_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(postgres_server_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(as_admin(postgres_server_url, f'CREATE DATABASE "{name}"'))
     url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
     try:
         asyncio.run(upgrade(url))
         yield url
     finally:
-        asyncio.run(_admin(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(as_admin(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -96,21 +90,6 @@ async def postgres_url(postgres_database_url: str) -> str:
     finally:
         await engine.dispose()
     return postgres_database_url
-
-
-HOW_TO_RUN_PGBOUNCER = (
-    "PgBouncer tests need TEST_PGBOUNCER_URL: a PgBouncer in pool_mode = transaction in front "
-    "of TEST_DATABASE_URL's server, trusting the role postgres (.ci/run starts one)"
-)
-
-
-def through_pgbouncer(url: str) -> str:
-    """``url`` with the host and port of ``TEST_PGBOUNCER_URL``."""
-    bouncer = os.environ.get("TEST_PGBOUNCER_URL")
-    if not bouncer:
-        missing_prerequisite(HOW_TO_RUN_PGBOUNCER)
-    at = make_url(_asyncpg_url(bouncer))
-    return make_url(url).set(host=at.host, port=at.port).render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -151,52 +130,24 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-async def _as_admin(url: str, *statements: str) -> None:
-    """Run ``statements`` one by one, each committed, as the URL's (super)user."""
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            for statement in statements:
-                await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 async def app_role_url(postgres_url: str) -> AsyncIterator[str]:
     """A URL for a fresh ordinary role with only the grants the app needs."""
     role = f"taskvault_app_{uuid.uuid4().hex[:8]}"
-    await _as_admin(
-        postgres_url,
-        f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON tasks, idempotency_keys TO {role}",
-    )
+    await as_admin(postgres_url, create_role(role), grant_app_tables(role))
     try:
-        yield make_url(postgres_url).set(username=role, password=None).render_as_string()
+        yield as_role(postgres_url, role)
     finally:
-        await _as_admin(
-            postgres_url, f"REVOKE ALL ON tasks, idempotency_keys FROM {role}", f"DROP ROLE {role}"
-        )
-
-
-PGBOUNCER_APP_ROLE = "taskvault_pgbouncer_app"
-"""An ordinary role that PgBouncer's auth_file lists (.ci/run writes it)."""
+        await as_admin(postgres_url, revoke_app_tables(role), f"DROP ROLE {role}")
 
 
 @pytest.fixture
 async def pgbouncer_app_role_url(postgres_url: str) -> AsyncIterator[str]:
     """``PGBOUNCER_APP_ROLE`` with the app's grants, through PgBouncer."""
     role = PGBOUNCER_APP_ROLE
-    url = through_pgbouncer(
-        make_url(postgres_url).set(username=role, password=None).render_as_string()
-    )
-    await _as_admin(
-        postgres_url,
-        f"DO $$ BEGIN CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS; "
-        "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON tasks, idempotency_keys TO {role}",
-    )
+    url = through_pgbouncer(as_role(postgres_url, role))
+    await as_admin(postgres_url, create_role(role, if_missing=True), grant_app_tables(role))
     try:
         yield url
     finally:
-        await _as_admin(postgres_url, f"REVOKE ALL ON tasks, idempotency_keys FROM {role}")
+        await as_admin(postgres_url, revoke_app_tables(role))

@@ -17,7 +17,14 @@ from adapters.asyncpg.storage import dsn_of
 from adapters.sql.migrate import upgrade
 from application.queries import TaskQuery
 from domain.task import Task, TaskFields
-from tests.conftest import PGBOUNCER_APP_ROLE, _as_admin, through_pgbouncer
+from tests.support.databases import (
+    PGBOUNCER_APP_ROLE,
+    as_admin,
+    as_role,
+    create_role,
+    grant_app_tables,
+    through_pgbouncer,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -34,25 +41,19 @@ async def single_server_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A migrated ``SINGLE`` database, as the ordinary role, through PgBouncer."""
     role = PGBOUNCER_APP_ROLE
     bouncer = through_pgbouncer(postgres_server_url)
-    await _as_admin(
+    await as_admin(
         postgres_server_url,
         f"DROP DATABASE IF EXISTS {SINGLE} WITH (FORCE)",
         f"CREATE DATABASE {SINGLE}",
-        f"DO $$ BEGIN CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS; "
-        "EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        create_role(role, if_missing=True),
     )
-    direct = make_url(postgres_server_url).set(database=SINGLE)
-    await upgrade(direct.render_as_string(hide_password=False))
-    await _as_admin(
-        direct.render_as_string(hide_password=False),
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON tasks, idempotency_keys TO {role}",
-    )
+    direct = make_url(postgres_server_url).set(database=SINGLE).render_as_string(False)
+    await upgrade(direct)
+    await as_admin(direct, grant_app_tables(role))
     try:
-        yield (
-            make_url(bouncer).set(database=SINGLE, username=role, password=None).render_as_string()
-        )
+        yield as_role(make_url(bouncer).set(database=SINGLE).render_as_string(False), role)
     finally:
-        await _as_admin(postgres_server_url, f"DROP DATABASE IF EXISTS {SINGLE} WITH (FORCE)")
+        await as_admin(postgres_server_url, f"DROP DATABASE IF EXISTS {SINGLE} WITH (FORCE)")
 
 
 def _task(owner: str, title: str) -> Task:
