@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.sql.migrate import upgrade
 from tests.support.databases import (
+    APP_TABLES,
     PGBOUNCER_APP_ROLE,
     as_admin,
     as_role,
@@ -86,7 +87,7 @@ async def postgres_url(postgres_database_url: str) -> str:
     engine = create_async_engine(postgres_database_url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE tasks, idempotency_keys"))
+            await conn.execute(text(f"TRUNCATE {APP_TABLES}"))
     finally:
         await engine.dispose()
     return postgres_database_url

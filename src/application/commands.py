@@ -18,6 +18,9 @@ class Unset(enum.Enum):
 
 UNSET = Unset.UNSET
 
+Versions = frozenset[int] | None
+"""Versions an ``If-Match`` admits; None when the client sent no precondition."""
+
 
 @dataclass(frozen=True, slots=True)
 class TaskPatch:
@@ -47,8 +50,12 @@ class TaskPatch:
             object.__setattr__(built, name, sent.get(name, UNSET))
         return built
 
+    def sent(self) -> dict[str, Any]:
+        """The fields the client sent, by name."""
+        return {
+            name: value for name in WRITABLE_FIELDS if (value := getattr(self, name)) is not UNSET
+        }
+
     def apply_to(self, fields: TaskFields) -> TaskFields:
         """``fields`` with the sent values, which were checked when the patch was parsed."""
-        return fields.with_changes(
-            {name: value for name in WRITABLE_FIELDS if (value := getattr(self, name)) is not UNSET}
-        )
+        return fields.with_changes(self.sent())

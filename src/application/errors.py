@@ -91,3 +91,11 @@ class RateLimited(ApplicationError):
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(f"retry after {retry_after_s} s")
         self.retry_after_s = retry_after_s
+
+
+class SyncTokenExpired(ApplicationError):
+    """A feed position older than the retention horizon: tombstones past it may be gone."""
+
+
+class FailedDependency(ApplicationError):
+    """An operation of an atomic batch that was undone because another one failed."""

@@ -8,8 +8,11 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
+from application.batch import BatchResult
 from application.principal import Principal
 from application.queries import TaskQuery
+from application.signals import ChangeSignals
+from application.sync import ChangeNumber, Changes
 from domain.task import Task
 
 
@@ -25,6 +28,14 @@ class TaskReader(Protocol):
         """Up to ``query.limit + 1`` tasks after ``query.after`` in sort order.
 
         The extra row tells the caller that another page follows.
+        """
+        ...
+
+    async def changes(self, after: ChangeNumber | None, limit: int) -> Changes:
+        """Up to ``limit + 1`` changes after ``after``, in change order, each task
+        once in its latest state, read in one snapshot with the head.
+
+        Without ``after``: every live task, and no tombstones.
         """
         ...
 
@@ -50,8 +61,15 @@ class TaskRepository(Protocol):
         """Store ``task`` if the stored one still has ``expected_version``."""
         ...
 
-    async def delete(self, task_id: uuid.UUID, *, expected_version: int) -> bool:
-        """Delete the task if the stored one still has ``expected_version``."""
+    async def delete(
+        self, task_id: uuid.UUID, *, expected_version: int, deleted_at: datetime
+    ) -> bool:
+        """Delete the task if the stored one still has ``expected_version``,
+        leaving its tombstone for the change feed."""
+        ...
+
+    async def purge_tombstones(self, *, deleted_before: datetime, limit: int) -> int:
+        """Drop up to ``limit`` of this user's tombstones older than ``deleted_before``."""
         ...
 
 
@@ -60,8 +78,11 @@ class IdempotentOutcome:
     """What the first request with an ``Idempotency-Key`` asked for and got."""
 
     fingerprint: str
-    task: Task
     created_at: datetime
+    task: Task | None = None
+    """A create's task."""
+    results: tuple[BatchResult, ...] | None = None
+    """A batch's results."""
 
 
 class IdempotencyStore(Protocol):
@@ -151,6 +172,10 @@ class Storage(TaskStore, Protocol):
         """The connection pool right now, for metrics; cheap and never blocking."""
         ...
 
+    async def watch(self, signals: ChangeSignals) -> None:
+        """Report to ``signals`` the commits that other processes make, until cancelled."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimitStatus:
@@ -163,8 +188,8 @@ class RateLimitStatus:
 
 
 class RateLimiter(Protocol):
-    async def hit(self, key: str) -> RateLimitStatus:
-        """Count one request against ``key``'s budget."""
+    async def hit(self, key: str, cost: int = 1) -> RateLimitStatus:
+        """Count ``cost`` requests against ``key``'s budget."""
         ...
 
     async def close(self) -> None: ...

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from application.commands import TaskPatch
+from application.batch import (
+    BatchResult,
+    Complete,
+    Create,
+    Delete,
+    Operation,
+    Outcome,
+    Patch,
+    Rejected,
+    Replace,
+)
+from application.commands import TaskPatch, Versions
 from application.errors import (
     ConcurrentUpdate,
     Forbidden,
     IdempotencyKeyReused,
     PreconditionFailed,
     RequestInFlight,
+    SyncTokenExpired,
 )
 from application.ports import (
     Clock,
@@ -25,6 +37,15 @@ from application.ports import (
 )
 from application.principal import Principal
 from application.queries import Position, TaskPage, TaskQuery
+from application.signals import ChangeSignals
+from application.sync import (
+    PURGE_BATCH,
+    PURGE_MARGIN,
+    RETENTION_DAYS_DEFAULT,
+    FeedPage,
+    FeedQuery,
+    page_of,
+)
 from domain.errors import TaskNotFound
 from domain.task import Task, TaskFields, parse_task_id
 
@@ -34,8 +55,12 @@ IDEMPOTENCY_TTL = timedelta(hours=24)
 ME = "me"
 """Path alias for the caller's own user id."""
 
-Versions = frozenset[int] | None
-"""Versions an ``If-Match`` admits; None when the client sent no precondition."""
+__all__ = ["ME", "TaskService", "Versions"]
+
+BatchResults = list[BatchResult]
+
+Change = Callable[[Task, datetime], Task]
+"""A modification the domain makes of a task, at a time."""
 
 
 class TaskService:
@@ -51,11 +76,15 @@ class TaskService:
         clock: Clock,
         ids: IdGenerator,
         *,
+        signals: ChangeSignals | None = None,
+        retention: timedelta = timedelta(days=RETENTION_DAYS_DEFAULT),
         write_attempts: int = 5,
     ) -> None:
         self._store = store
         self._clock = clock
         self._ids = ids
+        self._signals = signals or ChangeSignals()
+        self._retention = retention
         self._attempts = write_attempts
 
     @staticmethod
@@ -87,11 +116,12 @@ class TaskService:
                     return previous
             await uow.tasks.add(task)
             if idempotency_key is not None:
-                outcome = IdempotentOutcome(fingerprint(fields), task, now)
+                outcome = IdempotentOutcome(fingerprint(fields), now, task=task)
                 await uow.idempotency.save(
                     idempotency_key, outcome, expire_before=now - IDEMPOTENCY_TTL
                 )
             await uow.commit()
+        self._signals.publish(user)
         return task
 
     @staticmethod
@@ -100,10 +130,10 @@ class TaskService:
     ) -> Task | None:
         if not await uow.idempotency.claim(key):
             raise RequestInFlight(key)
-        previous = await uow.idempotency.find(key)
-        if previous is None or previous.created_at < now - IDEMPOTENCY_TTL:
+        previous = await _remembered(uow, key, now)
+        if previous is None:
             return None
-        if previous.fingerprint != fingerprint(fields):
+        if previous.task is None or previous.fingerprint != fingerprint(fields):
             raise IdempotencyKeyReused(key)
         return previous.task
 
@@ -131,9 +161,7 @@ class TaskService:
         fields: TaskFields,
         if_match: Versions = None,
     ) -> Task:
-        return await self._modify(
-            principal, owner, task_id, if_match, lambda task, now: task.with_fields(fields, now)
-        )
+        return await self._modify(principal, owner, task_id, if_match, _replacing(fields))
 
     async def patch(
         self,
@@ -143,13 +171,7 @@ class TaskService:
         patch: TaskPatch,
         if_match: Versions = None,
     ) -> Task:
-        return await self._modify(
-            principal,
-            owner,
-            task_id,
-            if_match,
-            lambda task, now: task.with_fields(patch.apply_to(task.fields()), now),
-        )
+        return await self._modify(principal, owner, task_id, if_match, _patching(patch))
 
     async def set_completed(
         self,
@@ -160,13 +182,7 @@ class TaskService:
         if_match: Versions = None,
     ) -> Task:
         """Set ``completed``, or toggle it when ``completed`` is None."""
-
-        def change(task: Task, now: datetime) -> Task:
-            if completed is None:
-                return task.toggle(now)
-            return task.set_completed(completed, now)
-
-        return await self._modify(principal, owner, task_id, if_match, change)
+        return await self._modify(principal, owner, task_id, if_match, _completing(completed))
 
     async def delete(
         self, principal: Principal, owner: str, task_id: str, if_match: Versions = None
@@ -176,8 +192,9 @@ class TaskService:
         for _ in range(self._attempts):
             async with self._store.unit_of_work(user) as uow:
                 current = await self._current(uow.tasks, tid, task_id, if_match)
-                if await uow.tasks.delete(tid, expected_version=current.version):
+                if await self._deleted(uow.tasks, current):
                     await uow.commit()
+                    self._signals.publish(user)
                     return
             if if_match is not None:
                 raise PreconditionFailed(task_id)
@@ -189,7 +206,7 @@ class TaskService:
         owner: str,
         task_id: str,
         if_match: Versions,
-        change: Callable[[Task, datetime], Task],
+        change: Change,
     ) -> Task:
         user = self.authorize(principal, owner)
         tid = _task_id(task_id)
@@ -203,10 +220,118 @@ class TaskService:
                     return current
                 if await uow.tasks.update(updated, expected_version=current.version):
                     await uow.commit()
+                    self._signals.publish(user)
                     return updated
             if if_match is not None:
                 raise PreconditionFailed(task_id)
         raise ConcurrentUpdate(task_id)
+
+    async def _deleted(self, tasks: TaskRepository, current: Task) -> bool:
+        """Delete ``current`` if unchanged, and purge some tombstones past retention."""
+        now = self._clock.now()
+        if not await tasks.delete(current.id, expected_version=current.version, deleted_at=now):
+            return False
+        horizon = now - self._retention - PURGE_MARGIN
+        await tasks.purge_tombstones(deleted_before=horizon, limit=PURGE_BATCH)
+        return True
+
+    async def changes(self, principal: Principal, owner: str, query: FeedQuery) -> FeedPage:
+        """A page of the change feed after ``query.since``; with ``wait_s``, an
+        empty page waits that long for a change to commit."""
+        user = self.authorize(principal, owner)
+        read_at = self._clock.now()
+        since = query.since
+        if since is not None and since.as_of < read_at - self._retention:
+            raise SyncTokenExpired()
+        started = read_at if since is None else since.as_of
+        after = None if since is None else since.after
+        reader = self._store.reader(user)
+        if query.wait_s <= 0:
+            read = await reader.changes(after, query.limit)
+            return page_of(read, query, started=started, read_at=read_at)
+        # Subscribed before the read: a commit right after it still wakes us.
+        async with self._signals.subscribe(user, after=-1) as subscription:
+            read = await reader.changes(after, query.limit)
+            if not read.changes:
+                subscription.after = read.head
+                if await subscription.wait(query.wait_s):
+                    read_at = self._clock.now()
+                    read = await reader.changes(after, query.limit)
+        return page_of(read, query, started=started, read_at=read_at)
+
+    async def batch(
+        self,
+        principal: Principal,
+        owner: str,
+        operations: Sequence[Operation],
+        *,
+        atomic: bool = False,
+        idempotency_key: str | None = None,
+    ) -> BatchResults:
+        """Apply ``operations`` in order in one transaction, each with the single
+        routes' rules; ``atomic``: all of them or, when one fails, none."""
+        user = self.authorize(principal, owner)
+        if atomic and any(isinstance(op, Rejected) for op in operations):
+            return [_REJECTED if isinstance(op, Rejected) else _UNDONE for op in operations]
+        now = self._clock.now()
+        print_ = batch_fingerprint(operations, atomic)
+        async with self._store.unit_of_work(user) as uow:
+            if idempotency_key is not None:
+                if not await uow.idempotency.claim(idempotency_key):
+                    raise RequestInFlight(idempotency_key)
+                previous = await _remembered(uow, idempotency_key, now)
+                if previous is not None:
+                    if previous.results is None or previous.fingerprint != print_:
+                        raise IdempotencyKeyReused(idempotency_key)
+                    return list(previous.results)
+            results: BatchResults = []
+            for index, operation in enumerate(operations):
+                result = await self._apply(uow.tasks, user, operation, now)
+                if atomic and not result.outcome.succeeded:
+                    # Not committed: the unit of work rolls back what went before.
+                    return [result if i == index else _UNDONE for i in range(len(operations))]
+                results.append(result)
+            if idempotency_key is not None:
+                outcome = IdempotentOutcome(print_, now, results=tuple(results))
+                await uow.idempotency.save(
+                    idempotency_key, outcome, expire_before=now - IDEMPOTENCY_TTL
+                )
+            await uow.commit()
+        if any(result.outcome.succeeded for result in results):
+            self._signals.publish(user)
+        return results
+
+    async def _apply(
+        self, tasks: TaskRepository, user: str, operation: Operation, now: datetime
+    ) -> BatchResult:
+        """One operation of a batch; a failure is its outcome, nothing written."""
+        match operation:
+            case Rejected():
+                return _REJECTED
+            case Create(fields=fields):
+                task = Task.new(task_id=self._ids.new_id(), owner=user, fields=fields, now=now)
+                await tasks.add(task)
+                return BatchResult(Outcome.CREATED, task)
+            case Delete(task_id=raw, if_match=if_match):
+                try:
+                    current = await self._current(tasks, _task_id(raw), raw, if_match)
+                except (TaskNotFound, PreconditionFailed) as error:
+                    return BatchResult(_FAILURES[type(error)])
+                if not await self._deleted(tasks, current):
+                    return BatchResult(Outcome.CONCURRENT_UPDATE)
+                return BatchResult(Outcome.DELETED)
+            case _:
+                raw, if_match, change = _modification(operation)
+                try:
+                    current = await self._current(tasks, _task_id(raw), raw, if_match)
+                except (TaskNotFound, PreconditionFailed) as error:
+                    return BatchResult(_FAILURES[type(error)])
+                updated = change(current, now)
+                if updated is not current and not await tasks.update(
+                    updated, expected_version=current.version
+                ):
+                    return BatchResult(Outcome.CONCURRENT_UPDATE)
+                return BatchResult(Outcome.UPDATED, updated)
 
     @staticmethod
     async def _current(
@@ -221,13 +346,86 @@ class TaskService:
         return task
 
 
+def _canonical(fields: TaskFields) -> tuple[object, ...]:
+    due = None if fields.due_at is None else fields.due_at.isoformat()
+    return (fields.title, fields.description, fields.completed, fields.priority.value, due)
+
+
+def _digest(canonical: object) -> str:
+    return hashlib.sha256(repr(canonical).encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def fingerprint(fields: TaskFields) -> str:
     """Identifies what a create asked for, to tell a retry from a different request."""
-    due = None if fields.due_at is None else fields.due_at.isoformat()
-    canonical = repr(
-        (fields.title, fields.description, fields.completed, fields.priority.value, due)
-    )
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    return _digest(_canonical(fields))
+
+
+def batch_fingerprint(operations: Sequence[Operation], atomic: bool) -> str:
+    """Identifies what a batch asked for; never equal to a create's."""
+    canonical: list[object] = ["batch", atomic]
+    for op in operations:
+        match op:
+            case Create(fields=fields):
+                canonical.append(("Create", _canonical(fields)))
+            case Replace(task_id=raw, fields=fields):
+                canonical.append(("Replace", raw, _canonical(fields)))
+            case Patch(task_id=raw, patch=patch):
+                sent = sorted((name, repr(value)) for name, value in patch.sent().items())
+                canonical.append(("Patch", raw, sent))
+            case Complete(task_id=raw, completed=completed):
+                canonical.append(("Complete", raw, completed))
+            case Delete(task_id=raw):
+                canonical.append(("Delete", raw))
+            case Rejected():
+                canonical.append(("Rejected",))
+        if_match = getattr(op, "if_match", None)
+        canonical.append(None if if_match is None else sorted(if_match))
+    return _digest(canonical)
+
+
+def _replacing(fields: TaskFields) -> Change:
+    return lambda task, now: task.with_fields(fields, now)
+
+
+def _patching(patch: TaskPatch) -> Change:
+    return lambda task, now: task.with_fields(patch.apply_to(task.fields()), now)
+
+
+def _completing(completed: bool | None) -> Change:
+    """Set ``completed``, or toggle it when ``completed`` is None."""
+    if completed is None:
+        return lambda task, now: task.toggle(now)
+    return lambda task, now: task.set_completed(completed, now)
+
+
+def _modification(operation: Operation) -> tuple[str, Versions, Change]:
+    """The task a batch's Replace, Patch or Complete names, and the change it asks for."""
+    match operation:
+        case Replace(task_id=raw, fields=fields, if_match=if_match):
+            return raw, if_match, _replacing(fields)
+        case Patch(task_id=raw, patch=patch, if_match=if_match):
+            return raw, if_match, _patching(patch)
+        case Complete(task_id=raw, completed=completed, if_match=if_match):
+            return raw, if_match, _completing(completed)
+    raise TypeError(f"not a modification: {operation!r}")
+
+
+_FAILURES: dict[type[Exception], Outcome] = {
+    TaskNotFound: Outcome.NOT_FOUND,
+    PreconditionFailed: Outcome.PRECONDITION_FAILED,
+}
+
+
+_REJECTED = BatchResult(Outcome.REJECTED)
+_UNDONE = BatchResult(Outcome.FAILED_DEPENDENCY)
+
+
+async def _remembered(uow: UnitOfWork, key: str, now: datetime) -> IdempotentOutcome | None:
+    """The first outcome under ``key``, unless it expired."""
+    previous = await uow.idempotency.find(key)
+    if previous is None or previous.created_at < now - IDEMPOTENCY_TTL:
+        return None
+    return previous
 
 
 def _task_id(raw: str) -> uuid.UUID:

@@ -8,7 +8,10 @@ hold connections are resources: ``init_resources`` opens them and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from dependency_injector import containers, providers
 
@@ -20,11 +23,17 @@ from adapters.sql.migrate import upgrade
 from adapters.sqlalchemy import SqlAlchemyStorage
 from adapters.system import SystemClock, UuidV7Generator
 from application.ports import RateLimiter, Storage
+from application.signals import ChangeSignals
 from application.task_service import TaskService
-from entrypoints.http.cursor import CursorCodec
+from entrypoints.http.cursor import CursorCodec, SyncTokenCodec
 from entrypoints.http.metrics import Metrics
 from entrypoints.http.services import Services
+from entrypoints.logging import get_logger
 from entrypoints.settings import MEMORY_URL, Settings
+
+log = get_logger("container")
+
+WATCH_RESTART_S = 1.0
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -49,6 +58,39 @@ async def storage_lifetime(settings: Settings) -> AsyncIterator[Storage]:
         yield store
     finally:
         await store.close()
+
+
+async def _keep_watching(store: Storage, signals: ChangeSignals) -> None:
+    """``store.watch``, started again a second after it fails: a lost LISTEN
+    connection or an outage must not end cross-process wakeups for good."""
+    while True:
+        try:
+            await store.watch(signals)
+        except Exception as error:
+            log.warning(
+                "change watch failed; restarting", extra={"error_type": type(error).__name__}
+            )
+            await asyncio.sleep(WATCH_RESTART_S)
+            continue
+        # A store with nothing to watch returns at once.
+        return
+
+
+async def signals_lifetime(store: Storage) -> AsyncIterator[ChangeSignals]:
+    """Waiting feed requests, and the watch that wakes them for other processes' commits.
+
+    Closed first at shutdown (resources close in reverse): waiters answer
+    before the store they read goes.
+    """
+    signals = ChangeSignals()
+    watch = asyncio.create_task(_keep_watching(store, signals))
+    try:
+        yield signals
+    finally:
+        signals.close()
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
 
 
 async def rate_limiter_lifetime(settings: Settings) -> AsyncIterator[RateLimiter | None]:
@@ -98,6 +140,14 @@ def make_cursor_codec(settings: Settings) -> CursorCodec:
     return CursorCodec(_jwt_secret(settings).encode())
 
 
+def retention_of(settings: Settings) -> timedelta:
+    return timedelta(days=settings.sync_retention_days)
+
+
+def make_sync_tokens(settings: Settings) -> SyncTokenCodec:
+    return SyncTokenCodec(_jwt_secret(settings).encode())
+
+
 async def migrate_database(settings: Settings) -> bool:
     """Bring the database up to date; False when there is none (``memory://``)."""
     if settings.database_url == MEMORY_URL:
@@ -113,6 +163,7 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(UuidV7Generator)
     storage = providers.Resource(storage_lifetime, settings)
+    signals = providers.Resource(signals_lifetime, storage)
     rate_limiter = providers.Resource(rate_limiter_lifetime, settings)
     hmac_verifier = providers.Singleton(make_hmac_verifier, settings)
     jwks_verifier = providers.Singleton(make_jwks_verifier, settings)
@@ -123,8 +174,16 @@ class Container(containers.DeclarativeContainer):
         ),
     )
     cursor_codec = providers.Singleton(make_cursor_codec, settings)
+    sync_tokens = providers.Singleton(make_sync_tokens, settings)
     metrics = providers.Singleton(Metrics, storage)
-    task_service = providers.Singleton(TaskService, store=storage, clock=clock, ids=ids)
+    task_service = providers.Singleton(
+        TaskService,
+        store=storage,
+        clock=clock,
+        ids=ids,
+        signals=signals,
+        retention=providers.Callable(retention_of, settings),
+    )
     services = providers.Singleton(
         Services,
         storage=storage,
@@ -133,5 +192,7 @@ class Container(containers.DeclarativeContainer):
         rate_limiter=rate_limiter,
         metrics=metrics,
         cursors=cursor_codec,
+        sync_tokens=sync_tokens,
+        signals=signals,
     )
     migrate = providers.Coroutine(migrate_database, settings)

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from application.sync import RETENTION_DAYS_DEFAULT
+
 ENV_PREFIX = "TASKVAULT_"
 MEMORY_URL = "memory://"
 _URL_PREFIXES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
@@ -44,6 +46,8 @@ class Settings(BaseSettings):
     rate_limit: str = "1200/minute"
     redis_url: str | None = None
     shutdown_grace_s: int = Field(default=10, ge=0, le=3600)
+    sync_retention_days: int = Field(default=RETENTION_DAYS_DEFAULT, ge=1, le=3650)
+    """How long tombstones, and so the change feed's ``since`` tokens, stay valid."""
 
     @field_validator("database_url")
     @classmethod

@@ -371,7 +371,9 @@ async def test_tasks_inserted_between_pages_are_never_repeated_or_skipped(
 
         async with storage.unit_of_work(ALICE) as uow:
             for task in [*inserted_before, *inserted_after]:
-                assert await uow.tasks.delete(task.id, expected_version=task.version)
+                assert await uow.tasks.delete(
+                    task.id, expected_version=task.version, deleted_at=BASE
+                )
             await uow.commit()
 
 
@@ -388,7 +390,7 @@ async def test_tasks_deleted_between_pages_do_not_disturb_the_walk(
     # The cursor's own task and the one that would have come next both go.
     async with storage.unit_of_work(ALICE) as uow:
         for task in (cursor, lookahead):
-            assert await uow.tasks.delete(task.id, expected_version=task.version)
+            assert await uow.tasks.delete(task.id, expected_version=task.version, deleted_at=BASE)
         await uow.commit()
 
     query = TaskQuery(sort=sort, limit=2, after=position_after(sort, cursor))

@@ -12,7 +12,7 @@ import pytest
 from application.errors import ForeignTask
 from application.ports import Storage
 from application.queries import TaskQuery
-from tests.contract.reference import ALICE, BOB, fetch, fetch_all, make_task, store
+from tests.contract.reference import ALICE, BASE, BOB, fetch, fetch_all, make_task, store
 from tests.support import SequentialIds
 
 
@@ -66,7 +66,7 @@ async def test_a_unit_of_work_reads_and_deletes_only_its_owners_tasks(
     async with storage.unit_of_work(BOB) as uow:
         assert await uow.tasks.get(alices.id) is None
         assert await uow.tasks.list(TaskQuery()) == [bobs]
-        assert await uow.tasks.delete(alices.id, expected_version=1) is False
+        assert await uow.tasks.delete(alices.id, expected_version=1, deleted_at=BASE) is False
         await uow.commit()
     assert await fetch(storage, ALICE, alices.id) == alices
 

@@ -98,7 +98,7 @@ async def _update(storage: Storage, task: Task, *, fail: bool) -> None:
 
 async def _delete(storage: Storage, task: Task, *, fail: bool) -> None:
     async with storage.unit_of_work(task.user_id) as uow:
-        assert await uow.tasks.delete(task.id, expected_version=task.version)
+        assert await uow.tasks.delete(task.id, expected_version=task.version, deleted_at=BASE)
         assert await uow.tasks.get(task.id) is None
         if fail:
             raise Boom
@@ -163,7 +163,7 @@ async def test_uncommitted_writes_are_invisible_to_other_units_of_work(
     added = make_task(ids.new_id(), title="Added", created_at=BASE + timedelta(seconds=1))
     async with storage.unit_of_work(ALICE) as writer:
         await writer.tasks.add(added)
-        assert await writer.tasks.delete(kept.id, expected_version=1)
+        assert await writer.tasks.delete(kept.id, expected_version=1, deleted_at=BASE)
 
         assert await fetch(storage, ALICE, added.id) is None
         assert await fetch(storage, ALICE, kept.id) == kept
@@ -273,7 +273,7 @@ async def test_delete_with_the_expected_version_removes_the_task(
     await store(storage, doomed, kept)
 
     async with storage.unit_of_work(ALICE) as uow:
-        assert await uow.tasks.delete(doomed.id, expected_version=4) is True
+        assert await uow.tasks.delete(doomed.id, expected_version=4, deleted_at=BASE) is True
         assert await uow.tasks.get(doomed.id) is None
         await uow.commit()
 
@@ -282,7 +282,7 @@ async def test_delete_with_the_expected_version_removes_the_task(
     assert await fetch_all(storage, ALICE) == [kept]
     # Deleting it again finds nothing.
     async with storage.unit_of_work(ALICE) as uow:
-        assert await uow.tasks.delete(doomed.id, expected_version=4) is False
+        assert await uow.tasks.delete(doomed.id, expected_version=4, deleted_at=BASE) is False
         await uow.commit()
 
 
@@ -294,7 +294,7 @@ async def test_delete_with_a_stale_version_changes_nothing(
 
     for stale in (1, 3):
         async with storage.unit_of_work(ALICE) as uow:
-            assert await uow.tasks.delete(task.id, expected_version=stale) is False
+            assert await uow.tasks.delete(task.id, expected_version=stale, deleted_at=BASE) is False
             assert await uow.tasks.get(task.id) == task
             await uow.commit()
         assert await fetch(storage, ALICE, task.id) == task
@@ -302,7 +302,7 @@ async def test_delete_with_a_stale_version_changes_nothing(
 
 async def test_delete_of_a_missing_task_is_refused(storage: Storage, ids: SequentialIds) -> None:
     async with storage.unit_of_work(ALICE) as uow:
-        assert await uow.tasks.delete(ids.new_id(), expected_version=1) is False
+        assert await uow.tasks.delete(ids.new_id(), expected_version=1, deleted_at=BASE) is False
         await uow.commit()
 
 
@@ -313,7 +313,7 @@ async def test_delete_naming_another_owner_never_touches_their_row(
     await store(storage, alices)
 
     async with storage.unit_of_work(BOB) as uow:
-        assert await uow.tasks.delete(alices.id, expected_version=1) is False
+        assert await uow.tasks.delete(alices.id, expected_version=1, deleted_at=BASE) is False
         await uow.commit()
     assert await fetch(storage, ALICE, alices.id) == alices
 
@@ -321,7 +321,7 @@ async def test_delete_naming_another_owner_never_touches_their_row(
     bobs = replace(alices, user_id=BOB, title="Bob's")
     await store(storage, bobs)
     async with storage.unit_of_work(BOB) as uow:
-        assert await uow.tasks.delete(alices.id, expected_version=1) is True
+        assert await uow.tasks.delete(alices.id, expected_version=1, deleted_at=BASE) is True
         await uow.commit()
     assert await fetch(storage, BOB, alices.id) is None
     assert await fetch(storage, ALICE, alices.id) == alices

@@ -59,6 +59,7 @@ from adapters.sql.tables import tasks as tasks_table
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.support import SECRET, TASK_KEYS, USERS, auth
+from tests.support.databases import APP_TABLES
 
 FIRST_CREATES = (3, 8)
 MIN_STEPS = 10
@@ -816,7 +817,7 @@ class Run:
 async def wipe(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            await conn.execute(text("TRUNCATE tasks, idempotency_keys"))
+            await conn.execute(text(f"TRUNCATE {APP_TABLES}"))
         else:
             await conn.execute(text("DELETE FROM tasks"))
             await conn.execute(text("DELETE FROM idempotency_keys"))

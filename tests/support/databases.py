@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from adapters.sql.tables import metadata
 from tests.support.prerequisites import missing_prerequisite
 
 HOW_TO_RUN_PGBOUNCER = (
@@ -18,7 +19,8 @@ HOW_TO_RUN_PGBOUNCER = (
 PGBOUNCER_APP_ROLE = "taskvault_pgbouncer_app"
 """An ordinary role that PgBouncer's auth_file lists (.ci/run writes it)."""
 
-_APP_TABLES = "tasks, idempotency_keys"
+APP_TABLES = ", ".join(metadata.tables)
+"""Every table of the schema: the app reads and writes them all."""
 
 
 def asyncpg_url(url: str) -> str:
@@ -50,11 +52,11 @@ def create_role(role: str, *, if_missing: bool = False) -> str:
 
 def grant_app_tables(role: str) -> str:
     """The grants the app needs, and no more (no DDL, no migrations)."""
-    return f"GRANT SELECT, INSERT, UPDATE, DELETE ON {_APP_TABLES} TO {role}"
+    return f"GRANT SELECT, INSERT, UPDATE, DELETE ON {APP_TABLES} TO {role}"
 
 
 def revoke_app_tables(role: str) -> str:
-    return f"REVOKE ALL ON {_APP_TABLES} FROM {role}"
+    return f"REVOKE ALL ON {APP_TABLES} FROM {role}"
 
 
 def as_role(url: str, role: str) -> str:

@@ -776,10 +776,17 @@ class RacingRepository:
             return False
         return await self._inner.update(task, expected_version=expected_version)
 
-    async def delete(self, task_id: uuid.UUID, *, expected_version: int) -> bool:
+    async def delete(
+        self, task_id: uuid.UUID, *, expected_version: int, deleted_at: datetime
+    ) -> bool:
         if self._lose(self._owner, task_id):
             return False
-        return await self._inner.delete(task_id, expected_version=expected_version)
+        return await self._inner.delete(
+            task_id, expected_version=expected_version, deleted_at=deleted_at
+        )
+
+    async def purge_tombstones(self, *, deleted_before: datetime, limit: int) -> int:
+        return await self._inner.purge_tombstones(deleted_before=deleted_before, limit=limit)
 
     async def list(self, query: TaskQuery) -> builtins.list[Task]:
         return await self._inner.list(query)

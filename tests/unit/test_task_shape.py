@@ -46,7 +46,7 @@ def test_the_shape_names_the_entitys_fields_in_order() -> None:
 def test_the_table_and_the_api_schema_follow_the_shape() -> None:
     assert [c.name for c in TASK_COLUMNS] == [f.name for f in TASK_FIELDS]
     assert {c.name: c.nullable for c in TASK_COLUMNS} == {f.name: f.nullable for f in TASK_FIELDS}
-    assert set(tasks.c.keys()) == {f.name for f in TASK_FIELDS} | {"search_text"}
+    assert set(tasks.c.keys()) == {f.name for f in TASK_FIELDS} | {"search_text", "change_seq"}
     assert list(TaskOut.model_fields) == [f.name for f in TASK_FIELDS]
 
 
@@ -60,7 +60,7 @@ def test_a_task_round_trips_through_its_row_and_its_document(task: Task) -> None
 
 @pytest.mark.parametrize("task", _tasks())
 def test_an_idempotency_outcome_keeps_the_task_as_the_api_returned_it(task: Task) -> None:
-    outcome = IdempotentOutcome("f" * 64, task, NOW)
+    outcome = IdempotentOutcome("f" * 64, NOW, task=task)
     stored = outcome_row(task.user_id, "key", outcome)
     assert stored["task"].encode() == dumps(task_body(task))
     assert outcome_from((stored["fingerprint"], stored["task"], stored["created_at"])) == outcome

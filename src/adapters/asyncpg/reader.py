@@ -8,8 +8,9 @@ from adapters.asyncpg import statements as compiled_sql
 from adapters.asyncpg.connections import fetch_alone
 from adapters.asyncpg.pool import PgPool
 from adapters.sql import statements as sql
-from adapters.sql.rows import task_from
+from adapters.sql.rows import changes_from, task_from
 from application.queries import TaskQuery
+from application.sync import ChangeNumber, Changes
 from domain.task import Task
 
 
@@ -37,3 +38,10 @@ class PgTaskReader:
         params = sql.list_params(self._owner, query)
         rows = await fetch_alone(self._pool, compiled.text, *compiled.args(params))
         return [task_from(row) for row in rows]
+
+    async def changes(self, after: ChangeNumber | None, limit: int) -> Changes:
+        compiled = compiled_sql.single_statement(
+            sql.list_changes, sql.FeedShape(first=after is None)
+        )
+        params = sql.changes_params(self._owner, after, limit)
+        return changes_from(await fetch_alone(self._pool, compiled.text, *compiled.args(params)))

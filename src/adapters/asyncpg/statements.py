@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, literal_column, select, true
+from sqlalchemy import ColumnElement, String, bindparam, func, literal_column, select, true
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.sql import ClauseElement, visitors
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -51,7 +52,9 @@ def compiled(statement: ClauseElement) -> Compiled:
 
 
 @lru_cache(maxsize=1024)
-def single_statement(read: sql.Read, shape: sql.ListShape | None = None) -> Compiled:
+def single_statement(
+    read: sql.Read, shape: sql.ListShape | sql.FeedShape | None = None
+) -> Compiled:
     """``read`` as one statement that sets row-level security's user itself.
 
     A read outside a transaction is then one round trip instead of three
@@ -80,12 +83,35 @@ def single_statement(read: sql.Read, shape: sql.ListShape | None = None) -> Comp
     task = statement.offset(literal_column("0")).lateral("task")
     scoped = select(task).select_from(owner).join(task, true())
     if shape is not None:
-        scoped = scoped.order_by(*sql.list_order(shape, task.c))
+        scoped = scoped.order_by(*shape.order(task.c))
     return _compiled(scoped)
 
 
+CHANGES_CHANNEL = "taskvault_changes"
+"""PostgreSQL's NOTIFY channel of commits; the payload is the user id."""
+
+_CURRENT_USER: ColumnElement[str] = literal_column(
+    f"current_setting('{USER_SETTING}')", type_=String
+)
+
+# Of the transaction's user, just set: the statements need no parameter.
+_CLAIM_AND_NOTIFY = "; ".join(
+    (
+        str(
+            sql.claim_head(postgresql, _CURRENT_USER).compile(
+                dialect=_DIALECT, compile_kwargs={"literal_binds": True}
+            )
+        ),
+        # Delivered at commit only, and only once per transaction and payload.
+        f"SELECT pg_notify('{CHANGES_CHANNEL}', current_setting('{USER_SETTING}'))",
+    )
+)
+
+
 def begin_as(owner: str) -> str:
-    """BEGIN and row-level security's user, in one round trip.
+    """BEGIN, row-level security's user and the user's next change number
+    (``sql.claim_head``), in one round trip; the commit will notify
+    ``CHANGES_CHANNEL``.
 
     A simple query takes no parameters, so the user id travels hex-encoded:
     no character of ``[0-9a-f]`` can end a string literal, whatever the id.
@@ -93,5 +119,5 @@ def begin_as(owner: str) -> str:
     encoded = owner.encode("utf-8").hex()
     return (
         f"BEGIN; SELECT set_config('{USER_SETTING}', "
-        f"convert_from(decode('{encoded}', 'hex'), 'UTF8'), true)"
+        f"convert_from(decode('{encoded}', 'hex'), 'UTF8'), true); {_CLAIM_AND_NOTIFY}"
     )

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import asyncpg
+
 from adapters.asyncpg.connections import fetch_alone
 from adapters.asyncpg.pool import PgPool
 from adapters.asyncpg.reader import PgTaskReader
+from adapters.asyncpg.statements import CHANGES_CHANNEL
 from adapters.asyncpg.unit_of_work import PgUnitOfWork
 from adapters.sql.row_security import ROLE_BYPASSES_RLS, bypass_warnings
 from application.errors import StorageUnavailable
 from application.ports import PoolStatus
+from application.signals import ChangeSignals, poll_heads
+
+POLL_INTERVAL_S = 0.5
+"""Behind a transaction pooler, which cannot LISTEN: how often waiting users' heads are read."""
 
 
 def dsn_of(url: str) -> str:
@@ -34,8 +44,11 @@ class PgStorage:
         pool_size: int = 10,
         pooled_by_transaction: bool = False,
     ) -> None:
+        self._dsn = dsn_of(url)
+        self._timeout_s = timeout_s
+        self._pooled_by_transaction = pooled_by_transaction
         self.pool = PgPool(
-            dsn_of(url),
+            self._dsn,
             size=pool_size,
             timeout_s=timeout_s,
             statement_cache=not pooled_by_transaction,
@@ -55,6 +68,35 @@ class PgStorage:
 
     def pool_status(self) -> PoolStatus:
         return self.pool.status()
+
+    async def watch(self, signals: ChangeSignals) -> None:
+        """LISTEN for every instance's commits on a connection of its own, and
+        wake their users' waiters; behind a transaction pooler, poll instead.
+
+        A lost connection ends the watch with its error (the caller starts it
+        again); waiters are woken once it listens, for what it may have missed.
+        """
+        if self._pooled_by_transaction:
+            await poll_heads(self, signals, interval_s=POLL_INTERVAL_S)
+            return
+        connection = await asyncpg.connect(self._dsn, timeout=self._timeout_s)
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_notification(_conn: Any, _pid: int, _channel: str, user: str) -> None:
+            signals.publish(user)
+
+        def on_lost(_conn: Any) -> None:
+            if not lost.done():
+                lost.set_exception(StorageUnavailable("LISTEN connection lost"))
+
+        try:
+            connection.add_termination_listener(on_lost)
+            await connection.add_listener(CHANGES_CHANNEL, on_notification)
+            for user in signals.waiting():
+                signals.publish(user)
+            await lost
+        finally:
+            connection.terminate()
 
     async def warnings(self) -> list[str]:
         try:

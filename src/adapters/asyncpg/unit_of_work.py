@@ -84,9 +84,22 @@ class PgTaskRepository:
         params = sql.update_params(self._owner, task, expected_version)
         return await self._tx.execute(sql.UPDATE_TASK, params) == "UPDATE 1"
 
-    async def delete(self, task_id: uuid.UUID, *, expected_version: int) -> bool:
-        params = {"owner": self._owner, "task_id": task_id, "expected_version": expected_version}
-        return await self._tx.execute(sql.DELETE_TASK, params) == "DELETE 1"
+    async def delete(
+        self, task_id: uuid.UUID, *, expected_version: int, deleted_at: datetime
+    ) -> bool:
+        params = {
+            "owner": self._owner,
+            "task_id": task_id,
+            "expected_version": expected_version,
+            "deleted_at": deleted_at,
+        }
+        status = await self._tx.execute(sql.DELETE_LEAVING_TOMBSTONE_POSTGRESQL, params)
+        return status == "INSERT 0 1"
+
+    async def purge_tombstones(self, *, deleted_before: datetime, limit: int) -> int:
+        params = {"owner": self._owner, "deleted_before": deleted_before, "limit": limit}
+        status = await self._tx.execute(sql.PURGE_TOMBSTONES, params)
+        return int(status.rsplit(" ", 1)[1])
 
 
 class PgIdempotencyStore:

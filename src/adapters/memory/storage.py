@@ -18,10 +18,36 @@ from application.queries import (
     TaskQuery,
     search_key,
 )
+from application.signals import ChangeSignals
+from application.sync import Change, ChangeNumber, Changes, Tombstone
 from domain.task import Task
 
 _Rows = dict[str, dict[uuid.UUID, Task]]
 _Outcomes = dict[tuple[str, str], IdempotentOutcome]
+
+
+class _Feed:
+    """Every user's change numbers: of live tasks, of tombstones, and the head."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, int] = {}
+        self.live: dict[str, dict[uuid.UUID, int]] = {}
+        self.tombstones: dict[str, dict[uuid.UUID, tuple[int, Tombstone]]] = {}
+
+    def changes(self, rows: _Rows, owner: str, after: ChangeNumber | None, limit: int) -> Changes:
+        tasks = rows.get(owner, {})
+        found = [
+            Change(ChangeNumber(seq, tid), tasks[tid])
+            for tid, seq in self.live.get(owner, {}).items()
+        ]
+        if after is not None:
+            found += [
+                Change(ChangeNumber(seq, tid), tombstone)
+                for tid, (seq, tombstone) in self.tombstones.get(owner, {}).items()
+            ]
+            found = [change for change in found if change.number > after]
+        found.sort(key=lambda change: change.number)
+        return Changes(found[: limit + 1], self.heads.get(owner, 0))
 
 
 def _listed(tasks: list[Task], query: TaskQuery) -> list[Task]:
@@ -36,8 +62,9 @@ def _listed(tasks: list[Task], query: TaskQuery) -> list[Task]:
 class MemoryTaskReader:
     """One owner's committed tasks."""
 
-    def __init__(self, rows: _Rows, owner: str) -> None:
+    def __init__(self, rows: _Rows, feed: _Feed, owner: str) -> None:
         self._rows = rows
+        self._feed = feed
         self._owner = owner
 
     async def get(self, task_id: uuid.UUID) -> Task | None:
@@ -46,18 +73,24 @@ class MemoryTaskReader:
     async def list(self, query: TaskQuery) -> list[Task]:
         return _listed(list(self._rows.get(self._owner, {}).values()), query)
 
+    async def changes(self, after: ChangeNumber | None, limit: int) -> Changes:
+        return self._feed.changes(self._rows, self._owner, after, limit)
+
 
 class MemoryTaskRepository:
     """One owner's tasks: reads see this transaction's own writes, others after commit."""
 
-    def __init__(self, rows: _Rows, owner: str) -> None:
+    def __init__(self, rows: _Rows, feed: _Feed, owner: str) -> None:
         self._rows = rows
+        self._feed = feed
         self._owner = owner
-        self._pending: dict[uuid.UUID, Task | None] = {}
+        self._pending: dict[uuid.UUID, Task | Tombstone] = {}
+        self._purge: tuple[datetime, int] | None = None
 
     def _current(self, task_id: uuid.UUID) -> Task | None:
         if task_id in self._pending:
-            return self._pending[task_id]
+            pending = self._pending[task_id]
+            return pending if isinstance(pending, Task) else None
         return self._rows.get(self._owner, {}).get(task_id)
 
     async def add(self, task: Task) -> None:
@@ -83,21 +116,44 @@ class MemoryTaskRepository:
         self._pending[task.id] = task
         return True
 
-    async def delete(self, task_id: uuid.UUID, *, expected_version: int) -> bool:
+    async def delete(
+        self, task_id: uuid.UUID, *, expected_version: int, deleted_at: datetime
+    ) -> bool:
         current = self._current(task_id)
         if current is None or current.version != expected_version:
             return False
-        self._pending[task_id] = None
+        self._pending[task_id] = Tombstone(task_id, deleted_at)
         return True
 
+    async def purge_tombstones(self, *, deleted_before: datetime, limit: int) -> int:
+        tombstones = self._feed.tombstones.get(self._owner, {})
+        self._purge = (deleted_before, limit)
+        return min(limit, sum(t.deleted_at < deleted_before for _, t in tombstones.values()))
+
     def apply(self) -> None:
-        mine = self._rows.setdefault(self._owner, {})
-        for task_id, task in self._pending.items():
-            if task is None:
-                mine.pop(task_id, None)
-            else:
-                mine[task_id] = task
+        """Commit: the writes, numbered as the user's next change."""
+        owner = self._owner
+        if self._pending:
+            seq = self._feed.heads[owner] = self._feed.heads.get(owner, 0) + 1
+            mine = self._rows.setdefault(owner, {})
+            live = self._feed.live.setdefault(owner, {})
+            tombstones = self._feed.tombstones.setdefault(owner, {})
+            for task_id, change in self._pending.items():
+                if isinstance(change, Tombstone):
+                    mine.pop(task_id, None)
+                    live.pop(task_id, None)
+                    tombstones[task_id] = (seq, change)
+                else:
+                    mine[task_id] = change
+                    live[task_id] = seq
+        if self._purge is not None:
+            before, limit = self._purge
+            tombstones = self._feed.tombstones.get(owner, {})
+            expired = [tid for tid, (_, t) in tombstones.items() if t.deleted_at < before]
+            for task_id in expired[:limit]:
+                del tombstones[task_id]
         self._pending.clear()
+        self._purge = None
 
 
 class MemoryIdempotencyStore:
@@ -153,7 +209,7 @@ class MemoryUnitOfWork:
     def __init__(self, store: MemoryStorage, owner: str) -> None:
         self._store = store
         self._owner = owner
-        self.tasks = MemoryTaskRepository(store.rows, owner)
+        self.tasks = MemoryTaskRepository(store.rows, store.feed, owner)
         self.idempotency = MemoryIdempotencyStore(store.outcomes, store.claimed, owner)
 
     async def __aenter__(self) -> MemoryUnitOfWork:
@@ -166,7 +222,7 @@ class MemoryUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.tasks = MemoryTaskRepository(self._store.rows, self._owner)
+        self.tasks = MemoryTaskRepository(self._store.rows, self._store.feed, self._owner)
         self.idempotency.release()
         self.idempotency = MemoryIdempotencyStore(
             self._store.outcomes, self._store.claimed, self._owner
@@ -183,12 +239,13 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self.rows: _Rows = {}
+        self.feed = _Feed()
         self.outcomes: _Outcomes = {}
         self.claimed: set[tuple[str, str]] = set()
         self.lock = asyncio.Lock()
 
     def reader(self, owner: str) -> MemoryTaskReader:
-        return MemoryTaskReader(self.rows, owner)
+        return MemoryTaskReader(self.rows, self.feed, owner)
 
     def unit_of_work(self, owner: str) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self, owner)
@@ -204,6 +261,9 @@ class MemoryStorage:
 
     def pool_status(self) -> PoolStatus:
         return PoolStatus(size=0, in_use=0)
+
+    async def watch(self, signals: ChangeSignals) -> None:
+        """Nothing to watch: no other process reaches this memory."""
 
 
 def _matches(task: Task, flt: TaskFilter) -> bool:

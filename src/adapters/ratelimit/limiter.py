@@ -41,11 +41,11 @@ class LimitsRateLimiter:
             self._strategy = FixedWindowRateLimiter(storage)
         return self._strategy
 
-    async def hit(self, key: str) -> RateLimitStatus:
+    async def hit(self, key: str, cost: int = 1) -> RateLimitStatus:
         limit = self._item.amount
         try:
             strategy = self._limiter()
-            allowed = await strategy.hit(self._item, key)
+            allowed = await strategy.hit(self._item, key, cost=cost)
             reset_at, remaining = await strategy.get_window_stats(self._item, key)
         except Exception as error:
             log.warning(

@@ -15,7 +15,9 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
+    CompoundSelect,
     Delete,
     Insert,
     Select,
@@ -23,28 +25,31 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    cast,
     delete,
     func,
     insert,
     literal_column,
+    null,
     or_,
     select,
     true,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from adapters.sql.row_security import USER_SETTING
 from adapters.sql.rows import task_row
-from adapters.sql.tables import idempotency_keys, tasks
+from adapters.sql.tables import idempotency_keys, sync_heads, task_tombstones, tasks
 from application.queries import SortField, Status, TaskQuery
 from domain.task import Task
 
 Owner = ColumnElement[str]
 """Whose tasks a read returns."""
 
-Read = Callable[[Owner, "ListShape | None"], Select[Any]]
+Read = Callable[[Owner, "Any"], "Select[Any] | CompoundSelect[Any]"]
 """A read's builder: its statement for an owner (and a list's shape)."""
 
 OWNER: Owner = bindparam("owner", type_=String)
@@ -61,10 +66,17 @@ _SORT_COLUMNS = {
     SortField.TITLE: tasks.c.title,
 }
 
-# Everything but search_text, which only the WHERE clause of ``q`` reads;
-# in the order of TASK_FIELDS, so that a row is the Task's arguments.
-TASK_COLUMNS = [column for column in tasks.c if column.name != "search_text"]
-_WRITABLE = [c.name for c in tasks.c if c.name not in {"user_id", "id", "created_at"}]
+_BOOKKEEPING = {"search_text", "change_seq"}
+"""Columns of a task's row that are not fields of the Task."""
+
+# In the order of TASK_FIELDS, so that a row is the Task's arguments.
+TASK_COLUMNS = [column for column in tasks.c if column.name not in _BOOKKEEPING]
+_WRITABLE = [c.name for c in tasks.c if c.name not in {"user_id", "id", "created_at", "change_seq"}]
+
+
+def _head(owner: ColumnElement[Any]) -> Any:
+    """The owner's current change number: in a write, the one its transaction took."""
+    return select(sync_heads.c.change_seq).where(sync_heads.c.user_id == owner).scalar_subquery()
 
 
 def _param(name: str, column: Any) -> Any:
@@ -83,15 +95,92 @@ def select_task(owner: Owner, _shape: ListShape | None = None) -> Select[Any]:
 
 SELECT_TASK: Select[Any] = select_task(OWNER)
 SELECT_TASK_FOR_UPDATE: Select[Any] = SELECT_TASK.with_for_update()
-INSERT_TASK: Insert = insert(tasks).values({c.name: _param(c.name, c) for c in tasks.c})
+INSERT_TASK: Insert = insert(tasks).values(
+    {
+        **{c.name: _param(c.name, c) for c in tasks.c if c.name != "change_seq"},
+        "change_seq": _head(bindparam("user_id", type_=String)),
+    }
+)
 UPDATE_TASK: Update = (
     update(tasks)
     .where(_owned(OWNER), tasks.c.version == bindparam("expected_version"))
-    .values({name: _param(f"new_{name}", tasks.c[name]) for name in _WRITABLE})
+    .values(
+        {
+            **{name: _param(f"new_{name}", tasks.c[name]) for name in _WRITABLE},
+            "change_seq": _head(OWNER),
+        }
+    )
 )
 DELETE_TASK: Delete = delete(tasks).where(
     _owned(OWNER), tasks.c.version == bindparam("expected_version")
 )
+
+
+def _tombstone(dialect: Any, values: Any) -> Insert:
+    """A tombstone, replacing any earlier one of the id (ids are not reused; tests may)."""
+    stmt = values(dialect.insert(task_tombstones))
+    return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=["user_id", "id"],
+        set_={name: stmt.excluded[name] for name in ("change_seq", "deleted_at")},
+    )
+
+
+def _tombstone_values(stmt: Any) -> Any:
+    return stmt.values(
+        user_id=OWNER,
+        id=_param("task_id", task_tombstones.c.id),
+        change_seq=_head(OWNER),
+        deleted_at=_param("deleted_at", task_tombstones.c.deleted_at),
+    )
+
+
+INSERT_TOMBSTONE_SQLITE: Insert = _tombstone(sqlite, _tombstone_values)
+INSERT_TOMBSTONE_POSTGRESQL: Insert = _tombstone(postgresql, _tombstone_values)
+_expired = (
+    select(task_tombstones.c.id)
+    .where(
+        task_tombstones.c.user_id == OWNER,
+        task_tombstones.c.deleted_at < _param("deleted_before", task_tombstones.c.deleted_at),
+    )
+    .order_by(task_tombstones.c.deleted_at)
+    .limit(bindparam("limit"))
+)
+PURGE_TOMBSTONES: Delete = delete(task_tombstones).where(
+    task_tombstones.c.user_id == OWNER, task_tombstones.c.id.in_(_expired)
+)
+
+
+def _delete_leaving_tombstone() -> Insert:
+    gone = (
+        delete(tasks)
+        .where(_owned(OWNER), tasks.c.version == bindparam("expected_version"))
+        .returning(tasks.c.id)
+        .cte("gone")
+    )
+    tombstone = select(
+        OWNER, gone.c.id, _head(OWNER), _param("deleted_at", task_tombstones.c.deleted_at)
+    ).select_from(gone)
+    return _tombstone(
+        postgresql,
+        lambda stmt: stmt.from_select(["user_id", "id", "change_seq", "deleted_at"], tombstone),
+    )
+
+
+DELETE_LEAVING_TOMBSTONE_POSTGRESQL: Insert = _delete_leaving_tombstone()
+"""PostgreSQL: the delete and its tombstone in one statement; ``INSERT 0 1`` when deleted."""
+
+
+def claim_head(dialect: Any, owner: ColumnElement[str] = OWNER) -> Insert:
+    """Take the owner's next change number; the row stays locked until the
+    transaction ends, so the owner's writers commit in number order."""
+    stmt = dialect.insert(sync_heads).values(user_id=owner, change_seq=1).inline()
+    return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=["user_id"], set_={"change_seq": sync_heads.c.change_seq + 1}
+    )
+
+
+CLAIM_HEAD_POSTGRESQL = claim_head(postgresql)
+CLAIM_HEAD_SQLITE = claim_head(sqlite)
 
 _key = and_(idempotency_keys.c.user_id == OWNER, idempotency_keys.c.key == bindparam("key"))
 SELECT_OUTCOME: Select[Any] = select(
@@ -132,6 +221,75 @@ UPSERT_OUTCOME_SQLITE = upsert_outcome(sqlite)
 
 
 @dataclass(frozen=True, slots=True)
+class FeedShape:
+    """A feed read: a first sync (live tasks only), or every change after a number."""
+
+    first: bool
+
+    def order(self, columns: Any) -> list[ColumnElement[Any]]:
+        return [columns.change_seq, columns.id]
+
+
+def list_changes(owner: Owner, shape: FeedShape) -> CompoundSelect[Any]:
+    """The owner's head, then up to ``:limit`` changes after ``(:after_seq,
+    :after_id)`` in change order, all in one statement and so one snapshot.
+
+    Rows have ``kind``, ``change_seq``, the task's columns and ``deleted_at``;
+    a tombstone's task columns are null but its id, the head's all but ``change_seq``.
+    """
+    nothing = {c.name: cast(null(), c.type).label(c.name) for c in TASK_COLUMNS}
+    head = select(
+        literal_column("'h'").label("kind"),
+        func.coalesce(func.max(sync_heads.c.change_seq), literal_column("0")).label("change_seq"),
+        *nothing.values(),
+        cast(null(), task_tombstones.c.deleted_at.type).label("deleted_at"),
+    ).where(sync_heads.c.user_id == owner)
+    position = (
+        bindparam("after_seq", type_=BigInteger),
+        _param("after_id", tasks.c.id),
+    )
+    live = select(
+        literal_column("'u'").label("kind"),
+        tasks.c.change_seq,
+        *TASK_COLUMNS,
+        cast(null(), task_tombstones.c.deleted_at.type).label("deleted_at"),
+    ).where(tasks.c.user_id == owner)
+    if shape.first:
+        changes: Select[Any] | CompoundSelect[Any] = live
+    else:
+        live = live.where(tuple_(tasks.c.change_seq, tasks.c.id) > tuple_(*position))
+        gone = select(
+            literal_column("'d'").label("kind"),
+            task_tombstones.c.change_seq,
+            *[
+                task_tombstones.c[name].label(name) if name in {"id", "user_id"} else column
+                for name, column in nothing.items()
+            ],
+            task_tombstones.c.deleted_at,
+        ).where(
+            task_tombstones.c.user_id == owner,
+            tuple_(task_tombstones.c.change_seq, task_tombstones.c.id) > tuple_(*position),
+        )
+        changes = union_all(live, gone)
+    page = changes.subquery("changes")
+    first_changes = select(page).order_by(*shape.order(page.c)).limit(bindparam("limit"))
+    return union_all(head, select(first_changes.subquery("page")))
+
+
+@lru_cache(maxsize=2)
+def changes_statement(shape: FeedShape) -> CompoundSelect[Any]:
+    """``list_changes`` with the owner bound as ``:owner``."""
+    return list_changes(OWNER, shape)
+
+
+def changes_params(owner: str, after: Any, limit: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"owner": owner, "limit": limit + 1}
+    if after is not None:
+        params.update(after_seq=after.seq, after_id=after.task_id)
+    return params
+
+
+@dataclass(frozen=True, slots=True)
 class ListShape:
     """What decides the text of a list statement; values are bound separately."""
 
@@ -159,6 +317,9 @@ class ListShape:
             after=after is not None,
             after_is_null=after is not None and after.value is None,
         )
+
+    def order(self, columns: Any) -> list[ColumnElement[Any]]:
+        return list_order(self, columns)
 
 
 def list_tasks(owner: Owner, shape: ListShape | None) -> Select[Any]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -78,6 +79,8 @@ tasks = Table(
     *(Column(f.name, COLUMN_TYPES[f.kind], nullable=f.nullable) for f in TASK_FIELDS),
     # Case-folded title and description, for ``q``: see application.queries.search_key.
     Column("search_text", Text, nullable=False),
+    # The number of the transaction that last changed the task (application.sync).
+    Column("change_seq", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("user_id", "id", name="tasks_pkey"),
     CheckConstraint("priority IN (1, 2, 3)", name="tasks_priority_rank"),
     CheckConstraint("version >= 1", name="tasks_version_positive"),
@@ -93,3 +96,24 @@ idempotency_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("user_id", "key", name="idempotency_keys_pkey"),
 )
+
+task_tombstones = Table(
+    "task_tombstones",
+    metadata,
+    Column("user_id", COLUMN_TYPES[Kind.OWNER], nullable=False),
+    Column("id", COLUMN_TYPES[Kind.ID], nullable=False),
+    Column("change_seq", BigInteger, nullable=False),
+    Column("deleted_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("user_id", "id", name="task_tombstones_pkey"),
+)
+"""Deleted tasks, for the change feed, until the retention horizon."""
+
+sync_heads = Table(
+    "sync_heads",
+    metadata,
+    Column("user_id", COLUMN_TYPES[Kind.OWNER], nullable=False),
+    Column("change_seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", name="sync_heads_pkey"),
+)
+"""Each user's last change number. A write transaction takes the next one
+first and holds the row until it commits: a user's commits are in number order."""

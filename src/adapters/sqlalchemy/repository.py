@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sql import statements as sql
-from adapters.sql.rows import task_from, task_row
+from adapters.sql.rows import changes_from, task_from, task_row
 from application.errors import ForeignTask
 from application.queries import TaskQuery
+from application.sync import ChangeNumber, Changes
 from domain.task import Task
 
 
@@ -22,6 +24,14 @@ async def list_tasks(conn: AsyncConnection, owner: str, query: TaskQuery) -> lis
     statement = sql.list_statement(sql.ListShape.of(query))
     result = await conn.execute(statement, sql.list_params(owner, query))
     return [task_from(row) for row in result]
+
+
+async def list_changes(
+    conn: AsyncConnection, owner: str, after: ChangeNumber | None, limit: int
+) -> Changes:
+    statement = sql.changes_statement(sql.FeedShape(first=after is None))
+    result = await conn.execute(statement, sql.changes_params(owner, after, limit))
+    return changes_from(result.all())
 
 
 class SqlTaskRepository:
@@ -51,7 +61,22 @@ class SqlTaskRepository:
         result = await self._conn.execute(sql.UPDATE_TASK, params)
         return bool(result.rowcount == 1)
 
-    async def delete(self, task_id: uuid.UUID, *, expected_version: int) -> bool:
+    async def delete(
+        self, task_id: uuid.UUID, *, expected_version: int, deleted_at: datetime
+    ) -> bool:
         params = {"owner": self._owner, "task_id": task_id, "expected_version": expected_version}
         result = await self._conn.execute(sql.DELETE_TASK, params)
-        return bool(result.rowcount == 1)
+        if result.rowcount != 1:
+            return False
+        await self._conn.execute(
+            sql.INSERT_TOMBSTONE_SQLITE
+            if self._conn.dialect.name == "sqlite"
+            else sql.INSERT_TOMBSTONE_POSTGRESQL,
+            {"owner": self._owner, "task_id": task_id, "deleted_at": deleted_at},
+        )
+        return True
+
+    async def purge_tombstones(self, *, deleted_before: datetime, limit: int) -> int:
+        params = {"owner": self._owner, "deleted_before": deleted_before, "limit": limit}
+        result = await self._conn.execute(sql.PURGE_TOMBSTONES, params)
+        return int(result.rowcount)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from adapters.sql.row_security import ROLE_BYPASSES_RLS, bypass_warnings
@@ -13,6 +14,10 @@ from adapters.sqlalchemy.engine import create_engine
 from adapters.sqlalchemy.unit_of_work import SqlTaskReader, SqlUnitOfWork
 from application.errors import StorageUnavailable
 from application.ports import PoolStatus
+from application.signals import ChangeSignals, poll_heads
+
+WATCH_INTERVAL_S = 0.25
+"""How often, while requests wait, this store looks for other processes' commits."""
 
 
 class SqlAlchemyStorage:
@@ -47,6 +52,23 @@ class SqlAlchemyStorage:
         # NullPool and StaticPool keep no count of their own.
         return PoolStatus(size=0, in_use=0)
 
+    async def watch(self, signals: ChangeSignals) -> None:
+        """Poll for other processes' commits while requests wait.
+
+        SQLite: one pooled connection is kept for ``PRAGMA data_version``,
+        which changes when any other connection commits; heads are read only
+        then. An in-memory database has no other process to watch.
+        """
+        if self.engine.dialect.name != "sqlite":
+            await poll_heads(self, signals, interval_s=WATCH_INTERVAL_S)
+            return
+        if self.engine.url.database in (None, "", ":memory:"):
+            return
+        async with self.engine.connect() as conn:
+            await poll_heads(
+                self, signals, interval_s=WATCH_INTERVAL_S, changed=await _data_version(conn)
+            )
+
     async def warnings(self) -> list[str]:
         if self.engine.dialect.name != "postgresql":
             return []
@@ -56,3 +78,16 @@ class SqlAlchemyStorage:
         except Exception as error:
             return [f"could not check the database role: {type(error).__name__}"]
         return bypass_warnings(None if row is None else dict(row))
+
+
+async def _data_version(conn: AsyncConnection) -> Callable[[], Awaitable[bool]]:
+    """A probe: has anyone committed to the database since the probe last ran?"""
+    last = (await conn.exec_driver_sql("PRAGMA data_version")).scalar_one()
+
+    async def changed() -> bool:
+        nonlocal last
+        current = (await conn.exec_driver_sql("PRAGMA data_version")).scalar_one()
+        changed, last = current != last, current
+        return bool(changed)
+
+    return changed

@@ -14,9 +14,15 @@ from adapters.sql import statements as sql
 from adapters.sqlalchemy.engine import WRITE_OPTION
 from adapters.sqlalchemy.errors import unavailable
 from adapters.sqlalchemy.idempotency import SqlIdempotencyStore
-from adapters.sqlalchemy.repository import SqlTaskRepository, get_task, list_tasks
+from adapters.sqlalchemy.repository import (
+    SqlTaskRepository,
+    get_task,
+    list_changes,
+    list_tasks,
+)
 from application.errors import StorageUnavailable
 from application.queries import TaskQuery
+from application.sync import ChangeNumber, Changes
 from domain.task import Task
 
 
@@ -39,6 +45,10 @@ class SqlTaskReader:
     async def list(self, query: TaskQuery) -> list[Task]:
         async with self._connection() as conn:
             return await list_tasks(conn, self._owner, query)
+
+    async def changes(self, after: ChangeNumber | None, limit: int) -> Changes:
+        async with self._connection() as conn:
+            return await list_changes(conn, self._owner, after, limit)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection]:
@@ -63,7 +73,9 @@ class SqlUnitOfWork:
     (the busy timeout) polls with growing sleeps, which left some writes
     waiting a second under load. Writers in other processes still meet that
     wait. PostgreSQL needs no turns; row-level security's user is set for
-    the transaction.
+    the transaction. Either way the owner's next change number is taken
+    first (``claim_head``), before any row lock, so that writers of one owner
+    never wait on each other in a cycle.
     """
 
     tasks: SqlTaskRepository
@@ -92,6 +104,9 @@ class SqlUnitOfWork:
             await conn.begin()
             if conn.dialect.name == "postgresql":
                 await conn.execute(sql.SET_USER, {"owner": self._owner})
+                await conn.execute(sql.CLAIM_HEAD_POSTGRESQL, {"owner": self._owner})
+            else:
+                await conn.execute(sql.CLAIM_HEAD_SQLITE, {"owner": self._owner})
         except BaseException as error:
             await self._release()
             mapped = unavailable(error) if isinstance(error, Exception) else error

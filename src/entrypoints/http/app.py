@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from application.task_service import ME
 from entrypoints.container import Container
-from entrypoints.http import docs, errors, health, metrics, tasks
+from entrypoints.http import batch, changes, docs, errors, health, metrics, tasks
 from entrypoints.http.forwarded import ForwardedHeadersMiddleware, parse_networks
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.middleware import BodyGuardMiddleware, RequestContextMiddleware
@@ -67,7 +67,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     # The routes join the app's own table rather than an included router, so
     # that ``app.routes`` lists every APIRoute on any FastAPI version: the
     # 405 Allow header and the isolation tests read that table.
-    for router in (tasks.router, health.router, metrics.router):
+    # The feed's and batch's fixed paths before the tasks' /{task_id}.
+    for router in (changes.router, batch.router, tasks.router, health.router, metrics.router):
         app.router.routes.extend(router.routes)
     errors.install(app)
     docs.install(app)

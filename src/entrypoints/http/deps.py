@@ -35,14 +35,20 @@ def cursors(request: Request) -> CursorCodec:
     return services(request).cursors
 
 
-async def _spend(request: Request, limiter: RateLimiter | None, key: str) -> None:
-    """Count the request against ``key``; past the budget, a 429."""
+async def _spend(request: Request, limiter: RateLimiter | None, key: str, cost: int = 1) -> None:
+    """Count the request against ``key`` (as ``cost`` requests); past the budget, a 429."""
     if limiter is None:
         return
-    status = await limiter.hit(key)
+    status = await limiter.hit(key, cost)
     request.state.rate_limit = status
     if not status.allowed:
         raise RateLimited(status.reset_after_s)
+
+
+async def spend_more(request: Request, caller: Principal, cost: int) -> None:
+    """Count ``cost`` more requests against the caller's budget (a batch's operations)."""
+    if cost > 0:
+        await _spend(request, services(request).rate_limiter, f"user:{caller.user_id}", cost)
 
 
 def _client_ip(request: Request) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -13,6 +14,7 @@ from starlette.routing import Match
 
 from application.errors import (
     ConcurrentUpdate,
+    FailedDependency,
     Forbidden,
     IdempotencyKeyReused,
     InvalidQuery,
@@ -21,6 +23,7 @@ from application.errors import (
     RateLimited,
     RequestInFlight,
     StorageUnavailable,
+    SyncTokenExpired,
 )
 from domain.errors import InvalidTask, TaskNotFound
 from entrypoints.http.problems import problem_response
@@ -158,6 +161,12 @@ HANDLERS: dict[type[Exception], Handler] = {
     StorageUnavailable: _fixed(
         503, "The database is unavailable; retry later.", {"Retry-After": RETRY_AFTER_S}
     ),
+    SyncTokenExpired: _fixed(
+        410, "The sync token is past the retention horizon; sync again without since."
+    ),
+    FailedDependency: _fixed(
+        424, "Not applied: another operation of this atomic batch failed; nothing changed."
+    ),
     InvalidTask: _invalid_task,
     InvalidQuery: _invalid_query,
     RateLimited: _rate_limited,
@@ -165,6 +174,16 @@ HANDLERS: dict[type[Exception], Handler] = {
     RequestValidationError: _request_validation,
     StarletteHTTPException: _http_exception,
 }
+
+
+async def problem_of(request: Request, error: Exception) -> tuple[int, dict[str, Any]]:
+    """The status and problem body that ``error`` makes on ``request``, as a
+    route raising it would answer."""
+    handler = next(HANDLERS[kind] for kind in type(error).__mro__ if kind in HANDLERS)
+    response = handler(request, error)
+    if not isinstance(response, Response):
+        response = await response
+    return response.status_code, orjson.loads(response.body)
 
 
 def install(app: FastAPI) -> None:

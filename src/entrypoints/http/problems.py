@@ -76,11 +76,13 @@ _DESCRIPTIONS = {
     401: "Missing or invalid bearer token.",
     403: "The path user is not the token's user.",
     404: "No such task for this user (missing, someone else's, or a malformed id).",
+    410: "The sync token is past the retention horizon; sync again without `since`.",
     409: "An identical request is still in flight.",
     412: "If-Match does not match the task's current ETag; nothing changed.",
     413: "Request body over 64 KiB.",
     415: "Request body is not JSON.",
     422: "Validation failure; `errors` lists each problem.",
+    424: "Not applied: another operation of the atomic batch failed.",
     429: "Rate limit exceeded.",
     503: "Database unavailable; retry later.",
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from application.task_service import Versions
+from application.commands import Versions
 from domain.task import Task
 from domain.task_shape import Document, to_document
 

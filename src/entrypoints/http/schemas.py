@@ -6,7 +6,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
@@ -22,8 +22,10 @@ from pydantic import (
     field_validator,
 )
 
+from application.batch import BATCH_MAX
 from application.commands import TaskPatch
 from application.queries import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_SIZE_MIN, SEARCH_MAX_LENGTH
+from application.sync import FEED_LIMIT_DEFAULT, FEED_LIMIT_MAX, FEED_LIMIT_MIN, WAIT_MAX_S
 from domain.errors import InvalidTask
 from domain.task import (
     DESCRIPTION_MAX_LENGTH,
@@ -34,6 +36,7 @@ from domain.task import (
     check_due_at,
     normalize_title,
 )
+from entrypoints.http.problems import Problem
 
 
 def _domain(check: Any) -> AfterValidator:
@@ -47,6 +50,8 @@ def _domain(check: Any) -> AfterValidator:
 
     return AfterValidator(validate)
 
+
+QueryModel = TypeVar("QueryModel", bound=BaseModel)
 
 _RFC3339_DATE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
 
@@ -159,7 +164,7 @@ class ListParams(BaseModel):
     """Query parameters of the task list; unknown names are ignored.
 
     Validated here in one pass rather than as a FastAPI query model, which
-    costs FastAPI several times as much per request; ``openapi_parameters``
+    costs FastAPI several times as much per request; ``query_parameters``
     documents them the same way.
     """
 
@@ -182,33 +187,162 @@ class ListParams(BaseModel):
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> ListParams:
-        """Validate a query string; failures are 422s located under ``query``."""
-        try:
-            return cls.model_validate(dict(query))
-        except ValidationError as error:
-            raise RequestValidationError(
-                [{**detail, "loc": ("query", *detail["loc"])} for detail in error.errors()]
-            ) from None
+        return _query_model(cls, query)
+
+
+class UpsertChange(BaseModel):
+    """A task created or changed since ``since``, in its latest state."""
+
+    type: Literal["upsert"]
+    task: TaskOut
+
+
+class DeleteChange(BaseModel):
+    """A task deleted since ``since`` (possibly one the client never saw)."""
+
+    type: Literal["delete"]
+    id: uuid.UUID
+    deleted_at: datetime
+
+
+class ChangesOut(BaseModel):
+    """A page of the change feed."""
+
+    changes: list[Annotated[UpsertChange | DeleteChange, Field(discriminator="type")]]
+    next: str = Field(description="Pass as `since` to continue from here.")
+    has_more: bool = Field(
+        description="True: call again at once with `next`; false: up to date as of `next`."
+    )
+
+
+class FeedParams(BaseModel):
+    """Query parameters of the change feed; unknown names are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    since: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="`next` of a previous response; omit to start from nothing.",
+    )
+    limit: int = Field(default=FEED_LIMIT_DEFAULT, ge=FEED_LIMIT_MIN, le=FEED_LIMIT_MAX)
+    wait: float = Field(
+        default=0,
+        ge=0,
+        le=WAIT_MAX_S,
+        description="Seconds to hold the request when nothing changed after `since`.",
+    )
 
     @classmethod
-    def openapi_parameters(cls) -> list[dict[str, Any]]:
-        schema = cls.model_json_schema(ref_template="#/components/schemas/{model}")
-        parameters = []
-        for name, field in schema["properties"].items():
-            # A query parameter is absent or a string, never JSON null.
-            options = [o for o in field.pop("anyOf", []) if o != {"type": "null"}]
-            if len(options) == 1:
-                field.update(options[0])
-            if field.get("default", ...) is None:
-                del field["default"]
-            description = field.pop("description", "")
-            parameters.append(
-                {
-                    "name": name,
-                    "in": "query",
-                    "required": False,
-                    "description": description,
-                    "schema": field,
-                }
-            )
-        return parameters
+    def from_query(cls, query: Mapping[str, str]) -> FeedParams:
+        return _query_model(cls, query)
+
+
+def _query_model(model: type[QueryModel], query: Mapping[str, str]) -> QueryModel:
+    """Validate a query string; failures are 422s located under ``query``."""
+    try:
+        return model.model_validate(dict(query))
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**detail, "loc": ("query", *detail["loc"])} for detail in error.errors()]
+        ) from None
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters of a model validated by ``_query_model``."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    parameters = []
+    for name, field in schema["properties"].items():
+        # A query parameter is absent or a string, never JSON null.
+        options = [o for o in field.pop("anyOf", []) if o != {"type": "null"}]
+        if len(options) == 1:
+            field.update(options[0])
+        if field.get("default", ...) is None:
+            del field["default"]
+        description = field.pop("description", "")
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": description,
+                "schema": field,
+            }
+        )
+    return parameters
+
+
+class _Operation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+IfMatch = Annotated[
+    str | None, Field(description="As the If-Match header of the single route.", max_length=8192)
+]
+
+
+class CreateOperation(_Operation):
+    op: Literal["create"]
+    task: dict[str, Any] = Field(description="As the body of POST /tasks (`TaskWrite`).")
+
+
+class ReplaceOperation(_Operation):
+    op: Literal["replace"]
+    id: str
+    task: dict[str, Any] = Field(description="As the body of PUT (`TaskWrite`).")
+    if_match: IfMatch = None
+
+
+class PatchOperation(_Operation):
+    op: Literal["patch"]
+    id: str
+    fields: dict[str, Any] = Field(description="As the body of PATCH (`TaskPatchBody`).")
+    if_match: IfMatch = None
+
+
+class CompleteOperation(_Operation):
+    op: Literal["complete"]
+    id: str
+    completed: Any = Field(
+        default=None, description="true or false to set it; omitted or null toggles."
+    )
+    if_match: IfMatch = None
+
+
+class DeleteOperation(_Operation):
+    op: Literal["delete"]
+    id: str
+    if_match: IfMatch = None
+
+
+class BatchBody(BaseModel):
+    """Operations applied in order, in one transaction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    atomic: StrictBool = Field(
+        default=False, description="All operations succeed together, or nothing changes."
+    )
+    operations: list[
+        Annotated[
+            CreateOperation
+            | ReplaceOperation
+            | PatchOperation
+            | CompleteOperation
+            | DeleteOperation,
+            Field(discriminator="op"),
+        ]
+    ] = Field(min_length=1, max_length=BATCH_MAX)
+
+
+class OperationResult(BaseModel):
+    """One operation's status and body, exactly as its single route would answer."""
+
+    status: int
+    task: TaskOut | None = Field(default=None, description="201 and 200 only.")
+    etag: str | None = Field(default=None, description="201 and 200 only.")
+    problem: Problem | None = Field(default=None, description="4xx only.")
+
+
+class BatchOut(BaseModel):
+    results: list[OperationResult]

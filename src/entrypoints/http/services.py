@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from application.ports import RateLimiter, Storage, TokenVerifier
+from application.signals import ChangeSignals
 from application.task_service import TaskService
-from entrypoints.http.cursor import CursorCodec
+from entrypoints.http.cursor import CursorCodec, SyncTokenCodec
 from entrypoints.http.metrics import Metrics
 
 
@@ -28,6 +29,8 @@ class Services:
     rate_limiter: RateLimiter | None
     metrics: Metrics
     cursors: CursorCodec
+    sync_tokens: SyncTokenCodec
+    signals: ChangeSignals
 
 
 def services(request: Request) -> Services:

@@ -27,6 +27,7 @@ from entrypoints.http.schemas import (
     TaskOut,
     TaskPatchBody,
     TaskWrite,
+    query_parameters,
 )
 
 router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"])
@@ -71,7 +72,7 @@ def _task_path(request: Request, task: Task) -> str:
         },
         **problem_docs(*_COMMON),
     },
-    openapi_extra={"parameters": ListParams.openapi_parameters()},
+    openapi_extra={"parameters": query_parameters(ListParams)},
 )
 async def list_tasks(request: Request, user_id: str, caller: Caller) -> Response:
     params = ListParams.from_query(request.query_params)

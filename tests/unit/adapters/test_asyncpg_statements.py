@@ -55,5 +55,7 @@ def test_a_new_read_that_ignores_its_owner_fails_loudly() -> None:
 def test_begin_carries_the_user_id_only_as_hex(owner: str) -> None:
     batch = begin_as(owner)
     literals = re.findall(r"'([^']*)'", batch)
-    assert literals == ["taskvault.user_id", owner.encode().hex(), "hex", "UTF8"]
+    assert literals[:4] == ["taskvault.user_id", owner.encode().hex(), "hex", "UTF8"]
+    # The change number and the notification read the user back from the setting.
+    assert set(literals[4:]) == {"taskvault.user_id", "taskvault_changes"}
     assert batch.startswith("BEGIN; SELECT set_config(")
