@@ -296,7 +296,10 @@ async def test_a_batch_commits_together_and_the_feed_shows_it(client: httpx.Asyn
 
 
 async def test_an_idempotency_key_replays_the_first_results(client: httpx.AsyncClient) -> None:
-    ops = [{"op": "create", "task": {"title": "once"}}, {"op": "delete", "id": missing_id()}]
+    ops: list[Json] = [
+        {"op": "create", "task": {"title": "once"}},
+        {"op": "delete", "id": missing_id()},
+    ]
     key = {"Idempotency-Key": "batch-1"}
     first = await batch(client, ops, headers=key)
     again = await batch(client, ops, headers=key)
