@@ -99,7 +99,8 @@ async def test_a_read_sends_only_its_statement_and_a_write_begins_immediate(
     async with storage.unit_of_work("alice") as uow:
         await uow.tasks.add(_task("one"))
         await uow.commit()
-    assert sent == ["BEGIN IMMEDIATE", "INSERT INTO"]
+    # The user's next change number first (the change feed's order), then the task.
+    assert sent == ["BEGIN IMMEDIATE", "INSERT INTO SYNC_HEADS", "INSERT INTO TASKS"]
     sent.clear()
     await storage.reader("alice").list(TaskQuery())
     assert [statement.split()[0] for statement in sent] == ["SELECT"]
