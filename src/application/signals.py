@@ -21,13 +21,14 @@ if TYPE_CHECKING:
 class Subscription:
     """One waiting request: woken by a change of its user past ``after``."""
 
-    __slots__ = ("_event", "_signals", "after", "user")
+    __slots__ = ("_event", "_signals", "after", "user", "wakes")
 
     def __init__(self, signals: ChangeSignals, user: str, after: int) -> None:
         self._signals = signals
         self._event = asyncio.Event()
         self.user = user
         self.after = after
+        self.wakes = 0
 
     async def __aenter__(self) -> Subscription:
         self._signals._add(self)
@@ -42,7 +43,15 @@ class Subscription:
         self._signals._remove(self)
 
     def wake(self) -> None:
+        self.wakes += 1
         self._event.set()
+
+    def rearm(self, after: int, wakes_seen: int) -> None:
+        """Wait again, for a change past ``after``, unless a wake came after
+        ``wakes_seen`` (during the read that found nothing): then at once."""
+        self.after = after
+        if self.wakes == wakes_seen:
+            self._event.clear()
 
     async def wait(self, timeout_s: float) -> bool:
         """True when woken before ``timeout_s`` (or at shutdown)."""

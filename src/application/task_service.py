@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
@@ -251,12 +252,19 @@ class TaskService:
             return page_of(read, query, started=started, read_at=read_at)
         # Subscribed before the read: a commit right after it still wakes us.
         async with self._signals.subscribe(user, after=-1) as subscription:
+            deadline = asyncio.get_running_loop().time() + query.wait_s
+            seen = subscription.wakes
             read = await reader.changes(after, query.limit)
-            if not read.changes:
-                subscription.after = read.head
-                if await subscription.wait(query.wait_s):
-                    read_at = self._clock.now()
-                    read = await reader.changes(after, query.limit)
+            # A wake-up may bring nothing new (a write that changed nothing,
+            # another instance's rolled-back one): then wait on, to the deadline.
+            while not read.changes and not self._signals.closed:
+                subscription.rearm(read.head, seen)
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0 or not await subscription.wait(remaining):
+                    break
+                read_at = self._clock.now()
+                seen = subscription.wakes
+                read = await reader.changes(after, query.limit)
         return page_of(read, query, started=started, read_at=read_at)
 
     async def batch(
