@@ -94,7 +94,7 @@ async def test_a_read_sends_only_its_statement_and_a_write_begins_immediate(
 
     @event.listens_for(storage.engine.sync_engine, "before_cursor_execute")
     def _record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        sent.append(" ".join(statement.split()[:2]).upper())
+        sent.append(" ".join(statement.split()[:3]).upper())
 
     async with storage.unit_of_work("alice") as uow:
         await uow.tasks.add(_task("one"))
