@@ -298,6 +298,7 @@ _BODIES: dict[str, dict[str, Any]] = {
     "PUT /api/{user_id}/tasks/{task_id}": {"title": "A task"},
     "PATCH /api/{user_id}/tasks/{task_id}": {"title": "A task"},
     "PATCH /api/{user_id}/tasks/{task_id}/complete": {"completed": True},
+    "POST /api/{user_id}/tasks/batch": {"operations": [{"op": "create", "task": {"title": "A"}}]},
 }
 
 
