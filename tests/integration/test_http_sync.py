@@ -336,6 +336,19 @@ async def test_a_batch_body_that_is_not_json_is_400(client: httpx.AsyncClient) -
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "allow"),
+    [("POST", CHANGES, "GET"), ("OPTIONS", CHANGES, "GET"), ("OPTIONS", BATCH, "POST")],
+)
+async def test_a_wrong_method_on_a_sync_route_allows_only_its_own(
+    client: httpx.AsyncClient, method: str, url: str, allow: str
+) -> None:
+    """``/tasks/{task_id}`` matches these paths too, but they are not tasks."""
+    response = await client.request(method, url, headers=auth())
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+
+
 # --- with a clock of the test's --------------------------------------------------
 
 

@@ -3,10 +3,17 @@
 The matrix is generated from ``app.routes``: every ``APIRoute`` whose path
 names ``{user_id}``, with each of its methods. A route (or method) without a
 request recipe below fails the tests, so a new route cannot go unchecked.
+
+A task is named by the path's ``{task_id}`` or, in a body, by the string
+``TASK`` (a batch operation's ``id``, its ``if_match``): each is filled with
+the id under test. A route in ``PER_OPERATION`` answers for its tasks one
+result per operation, each exactly what the single route would answer; the
+checks below then hold for every result.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -18,7 +25,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from tests.support import auth
+from tests.support import TASK_KEYS, auth
 from tests.support.http import (
     Json,
     assert_api_headers,
@@ -27,10 +34,24 @@ from tests.support.http import (
     fingerprint,
     missing_id,
     snapshot,
+    tasks_url,
 )
 
 USER_PLACEHOLDERS = frozenset({"user_id", "task_id"})
 _PLACEHOLDER = re.compile(r"{([^}:]+)(?::[^}]*)?}")
+
+TASK = "{task_id}"
+"""Where a body names the task under test; filled in every string of the body."""
+
+# Every operation of a batch that names a task; on one's own task, in this
+# order, they all succeed.
+_TASK_OPERATIONS: list[Json] = [
+    {"op": "patch", "id": TASK, "fields": {"title": "Patched by someone else"}},
+    {"op": "replace", "id": TASK, "task": {"title": "Replaced by someone else"}},
+    {"op": "complete", "id": TASK},
+    {"op": "complete", "id": TASK, "completed": True},
+    {"op": "delete", "id": TASK},
+]
 
 # (method, path template) -> the JSON bodies to send (None: no body at all).
 # Every body is valid, so that only ownership can make a request fail.
@@ -42,7 +63,16 @@ RECIPES: dict[tuple[str, str], tuple[Json | None, ...]] = {
     ("PATCH", "/api/{user_id}/tasks/{task_id}"): ({"title": "Patched by someone else"},),
     ("DELETE", "/api/{user_id}/tasks/{task_id}"): (None,),
     ("PATCH", "/api/{user_id}/tasks/{task_id}/complete"): (None, {"completed": True}),
+    ("GET", "/api/{user_id}/tasks/changes"): (None,),
+    ("POST", "/api/{user_id}/tasks/batch"): (
+        {"operations": [{"op": "create", "task": {"title": "Planted by someone else"}}]},
+        {"operations": _TASK_OPERATIONS},
+        {"atomic": True, "operations": [{"op": "delete", "id": TASK, "if_match": f'"{TASK}.1"'}]},
+    ),
 }
+
+PER_OPERATION = frozenset({("POST", "/api/{user_id}/tasks/batch")})
+"""Routes that answer ``{"results": [...]}``, one single route's answer per operation."""
 
 NEVER_EXISTED = "dave"
 # Invalid for every route that takes a body (unknown field, required field missing).
@@ -59,7 +89,11 @@ class Call:
 
     @property
     def names_task(self) -> bool:
-        return "{task_id}" in self.template
+        return "{task_id}" in self.template or TASK in json.dumps(self.body)
+
+    @property
+    def per_operation(self) -> bool:
+        return (self.method, self.template) in PER_OPERATION
 
     def url(self, user: str, task_id: str) -> str:
         # Placeholders are filled with percent-encoded values, as a client would.
@@ -70,12 +104,50 @@ class Call:
     ) -> httpx.Response:
         kwargs: dict[str, Any] = {"headers": headers}
         if self.body is not None:
-            kwargs["json"] = self.body
+            kwargs["json"] = naming(self.body, task_id)
         return await client.request(self.method, self.url(user, task_id), **kwargs)
 
     def __str__(self) -> str:
         suffix = "" if self.body is None else f" {self.body}"
         return f"{self.method} {self.template}{suffix}"
+
+
+def naming(value: Any, task_id: str) -> Any:
+    """``value`` with ``TASK`` replaced by ``task_id`` in every string."""
+    if isinstance(value, str):
+        return value.replace(TASK, task_id)
+    if isinstance(value, dict):
+        return {key: naming(item, task_id) for key, item in value.items()}
+    if isinstance(value, list):
+        return [naming(item, task_id) for item in value]
+    return value
+
+
+def results(call: Call, response: httpx.Response) -> list[Json]:
+    """The answers of a ``PER_OPERATION`` route, one per operation, in order."""
+    assert response.status_code == 200, f"{call}: {response.text}"
+    body = response.json()
+    assert set(body) == {"results"}, body
+    answers: list[Json] = body["results"]
+    assert call.body is not None
+    assert len(answers) == len(call.body["operations"]), body
+    return answers
+
+
+def tasks_in(value: Any) -> list[Json]:
+    """Every Task object anywhere in a response body."""
+    if isinstance(value, list):
+        return [task for item in value for task in tasks_in(item)]
+    if not isinstance(value, dict):
+        return []
+    if set(value) == TASK_KEYS:
+        return [value]
+    return [task for item in value.values() for task in tasks_in(item)]
+
+
+def without_instance_of(problem: Json) -> str:
+    """A problem object without ``instance``, as text to compare."""
+    return json.dumps({key: item for key, item in problem.items() if key != "instance"})
 
 
 def user_routes(app: FastAPI) -> Iterator[tuple[str, APIRoute]]:
@@ -102,7 +174,7 @@ def matrix(app: FastAPI) -> list[Call]:
         f"no isolation recipe for {unknown}: add one to RECIPES in {__name__} "
         "(and a placeholder filler if the path has new parameters)"
     )
-    stale = set(RECIPES) - seen
+    stale = (set(RECIPES) | PER_OPERATION) - seen
     assert not stale, f"RECIPES names routes the app no longer has: {sorted(stale)}"
     return calls
 
@@ -186,6 +258,7 @@ async def assert_not_found_everywhere(
         "{" + missing + "}",
         missing.replace("-", ""),
     ]
+    problems: set[str] = set()
     for call in matrix(app):
         if not call.names_task:
             continue
@@ -200,12 +273,24 @@ async def assert_not_found_everywhere(
         prints = set()
         for user, task_id, headers in requests:
             response = await call.send(client, user, task_id, {**auth("bob"), **headers})
-            assert_problem(response, 404)
             assert_api_headers(response)
             assert "www-authenticate" not in response.headers
             assert "etag" not in response.headers
-            prints.add(fingerprint(response))
+            if not call.per_operation:
+                problems.add(without_instance_of(assert_problem(response, 404)))
+                prints.add(fingerprint(response))
+                continue
+            answers = results(call, response)
+            for answer in answers:
+                assert answer["status"] == 404, f"{call}: {answer}"
+                assert set(answer) == {"status", "problem"}, answer
+                # The single route's path: the batch does not say whose task it was either.
+                assert answer["problem"]["instance"] == tasks_url(user, task_id), answer
+                problems.add(without_instance_of(answer["problem"]))
+            names = tuple(sorted(name for name in response.headers if name != "x-request-id"))
+            prints.add((names, *(without_instance_of(a["problem"]) for a in answers)))
         assert len(prints) == 1, f"{call}: 404 responses differ: {prints}"
+    assert len(problems) == 1, f"404 problems differ between routes: {problems}"
 
 
 async def assert_unauthenticated_everywhere(
@@ -234,19 +319,24 @@ async def assert_own_requests_succeed(app: FastAPI, client: httpx.AsyncClient) -
         for user in ("bob", "me"):
             own = await create(client, "bob", title="bob scratch")
             response = await call.send(client, user, own["id"], auth("bob"))
-            assert response.status_code in {200, 201, 204}, f"{call}: {response.text}"
             assert_api_headers(response)
-            if response.status_code != 204:
-                body = response.json()
-                tasks = body if isinstance(body, list) else [body]
-                assert all(task["user_id"] == "bob" for task in tasks)
+            answers = (
+                results(call, response)
+                if call.per_operation
+                else [{"status": response.status_code}]
+            )
+            for answer in answers:
+                assert answer["status"] in {200, 201, 204}, f"{call}: {response.text}"
+            shown = [] if response.status_code == 204 else tasks_in(response.json())
+            assert shown or all(answer["status"] == 204 for answer in answers), call
+            assert all(task["user_id"] == "bob" for task in shown), call
 
 
 async def test_every_user_route_has_a_recipe(app: FastAPI) -> None:
     calls = matrix(app)
     routes = {(method, route.path) for method, route in user_routes(app)}
     assert routes == {(call.method, call.template) for call in calls}
-    assert len(routes) >= 7
+    assert len(routes) >= 9
 
 
 async def test_matrix_refuses_a_route_it_cannot_build(app: FastAPI) -> None:

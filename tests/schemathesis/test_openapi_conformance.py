@@ -14,16 +14,21 @@ test then sends the generated requests to a fresh app on the store under test
 (``app=`` on every call, so the checks' own probes go there too) after
 checking that this app serves the very same document.
 
-Path parameters: ``user_id`` is mostly ``alice`` or ``me`` and ``task_id``
-mostly the id of a seeded task (sometimes ``bob``'s), so that the requests
-reach the handlers rather than stopping at 403/404; the generated value is
-kept in about one case in four. The choice hashes the generated value, so a
-failing example replays identically.
+Named values (``Target.choices``), wherever a case has them as strings (path,
+query, body): ``user_id`` is mostly ``alice`` or ``me``; ``task_id`` and a
+batch operation's ``id`` mostly the id of a seeded task (sometimes ``bob``'s);
+``since`` mostly a sync token the feed gave ``alice`` partway through her
+first sync (sometimes ``bob``'s): changes follow it, so no request waits out
+a generated ``wait`` of up to 30 s.
+So the requests reach the handlers rather than stopping at 403/404/422; the
+generated value is kept in about one case in four. The choice hashes the
+generated value, so a failing example replays identically.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -132,8 +137,20 @@ class Target:
     app: FastAPI
     own_ids: list[str]
     foreign_ids: list[str]
+    own_token: str
+    foreign_token: str
     answers: Counter[tuple[str, int]] = field(default_factory=Counter)
     failed: bool = False
+
+    def choices(self) -> dict[str, list[str]]:
+        """What a string under each name is mostly replaced with."""
+        tasks = self.own_ids * 3 + self.foreign_ids
+        return {
+            "user_id": [USER, USER, "me"],
+            "task_id": tasks,
+            "id": tasks,
+            "since": [self.own_token] * 3 + [self.foreign_token],
+        }
 
     def answered(self) -> dict[str, Counter[int]]:
         """Statuses per operation label."""
@@ -158,8 +175,11 @@ def _serving(app: FastAPI) -> Iterator[asgi.ASGIClient]:
         asgi.shutdown_lifespans()
 
 
+def _bearer(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {make_token(user, exp=int(time.time()) + 3600)}"}
+
+
 def _seed(client: Any, user: str, count: int) -> list[str]:
-    token = make_token(user, exp=int(time.time()) + 3600)
     priorities = ("low", "medium", "high")
     ids: list[str] = []
     for number in range(count):
@@ -170,12 +190,19 @@ def _seed(client: Any, user: str, count: int) -> list[str]:
             "priority": priorities[number % 3],
             "due_at": f"2026-12-{number % 28 + 1:02d}T17:00:00Z" if number % 4 else None,
         }
-        response = client.post(
-            f"/api/{user}/tasks", json=body, headers={"Authorization": f"Bearer {token}"}
-        )
+        response = client.post(f"/api/{user}/tasks", json=body, headers=_bearer(user))
         assert response.status_code == 201, response.text
         ids.append(str(response.json()["id"]))
     return ids
+
+
+def _sync_token(client: Any, user: str) -> str:
+    """A feed token of ``user``'s that more changes follow: the first page's ``next``."""
+    response = client.get(f"/api/{user}/tasks/changes", params={"limit": 2}, headers=_bearer(user))
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert page["has_more"] is True, page
+    return str(page["next"])
 
 
 @pytest.fixture
@@ -192,8 +219,13 @@ def target(database_url: str) -> Iterator[Target]:
         served = client.get("/openapi.json")
         assert served.status_code == 200
         assert served.json() == schema.raw_schema
+        own_ids, foreign_ids = _seed(client, USER, 12), _seed(client, OTHER_USER, 3)
         seeded = Target(
-            app=app, own_ids=_seed(client, USER, 12), foreign_ids=_seed(client, OTHER_USER, 3)
+            app=app,
+            own_ids=own_ids,
+            foreign_ids=foreign_ids,
+            own_token=_sync_token(client, USER),
+            foreign_token=_sync_token(client, OTHER_USER),
         )
     try:
         yield seeded
@@ -211,10 +243,42 @@ def target(database_url: str) -> Iterator[Target]:
     assert sum(seeded.answers.values()) >= 10, "too few cases were generated"
 
 
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
 def _pick(generated: Any, choices: list[str]) -> Any:
-    """Mostly one of ``choices``; the generated value in about one case in four."""
+    """Mostly one of ``choices``; the generated value in about one case in four.
+
+    A UUID is always replaced: a generated one names no task (a 404 the kept
+    malformed ids already get), and the document's example ids stand for a task.
+    """
     digest = zlib.crc32(repr(generated).encode())
-    return generated if digest % 4 == 0 else choices[digest % len(choices)]
+    if digest % 4 == 0 and not _is_uuid(generated):
+        return generated
+    # Other bits pick the choice: ``digest % len(choices)`` would never be 0 mod 4 here.
+    return choices[(digest >> 2) % len(choices)]
+
+
+def _substituted(value: Any, choices: dict[str, list[str]]) -> None:
+    """Each string of ``value`` (a dict, or a list of them, nested) under a name
+    in ``choices`` picked again from them, in place. Other types stay as
+    generated: a negative case stays negative."""
+    if isinstance(value, list):
+        for item in value:
+            _substituted(item, choices)
+        return
+    if not isinstance(value, dict):
+        return
+    for name, item in value.items():
+        if name in choices and isinstance(item, str):
+            value[name] = _pick(item, choices[name])
+        else:
+            _substituted(item, choices)
 
 
 @_parametrize()
@@ -232,12 +296,9 @@ def _pick(generated: Any, choices: list[str]) -> Any:
 def test_every_response_conforms_to_the_openapi_document(
     case: schemathesis.Case[Any], target: Target
 ) -> None:
-    path_parameters = case.path_parameters
-    if path_parameters and "user_id" in path_parameters:
-        path_parameters["user_id"] = _pick(path_parameters["user_id"], [USER, USER, "me"])
-    if path_parameters and "task_id" in path_parameters:
-        choices = target.own_ids * 3 + target.foreign_ids
-        path_parameters["task_id"] = _pick(path_parameters["task_id"], choices)
+    choices = target.choices()
+    for values in (case.path_parameters, case.query, case.body):
+        _substituted(values, choices)
     response = case.call(app=target.app)
     target.answers[(case.operation.label, response.status_code)] += 1
     try:
@@ -298,6 +359,7 @@ _BODIES: dict[str, dict[str, Any]] = {
     "PUT /api/{user_id}/tasks/{task_id}": {"title": "A task"},
     "PATCH /api/{user_id}/tasks/{task_id}": {"title": "A task"},
     "PATCH /api/{user_id}/tasks/{task_id}/complete": {"completed": True},
+    "POST /api/{user_id}/tasks/batch": {"operations": [{"op": "create", "task": {"title": "A"}}]},
 }
 
 

@@ -128,14 +128,21 @@ def _http_exception(request: Request, error: Exception) -> Response:
 
 
 def allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path (Starlette names only one route's)."""
-    methods: set[str] = set()
+    """The methods of the routes at this path (Starlette names only one route's).
+
+    A concrete path before a templated one, as OpenAPI matches them:
+    ``/tasks/batch`` is the batch resource, not a task called ``batch``.
+    """
+    by_parameters: dict[int, set[str]] = {}
     for route in request.app.router.routes:
         match, _ = route.matches({**request.scope, "method": "GET"})
         route_methods = getattr(route, "methods", None)
         if match is not Match.NONE and route_methods:
-            methods.update(route_methods)
-    return ", ".join(sorted(methods))
+            parameters = len(getattr(route, "param_convertors", {}))
+            by_parameters.setdefault(parameters, set()).update(route_methods)
+    if not by_parameters:
+        return ""
+    return ", ".join(sorted(by_parameters[min(by_parameters)]))
 
 
 HANDLERS: dict[type[Exception], Handler] = {

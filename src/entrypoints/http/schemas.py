@@ -334,10 +334,29 @@ class DeleteOperation(_Operation):
     if_match: IfMatch = None
 
 
+_EXAMPLE_ID = "0192f5d0-8b7e-7c3a-9f10-2b6d7e4c1a55"
+
+
 class BatchBody(BaseModel):
     """Operations applied in order, in one transaction."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "atomic": False,
+                    "operations": [
+                        {"op": "create", "task": {"title": "Buy milk"}},
+                        {"op": "patch", "id": _EXAMPLE_ID, "fields": {"priority": "high"}},
+                        {"op": "replace", "id": _EXAMPLE_ID, "task": {"title": "New title"}},
+                        {"op": "complete", "id": _EXAMPLE_ID, "completed": True},
+                        {"op": "delete", "id": _EXAMPLE_ID},
+                    ],
+                }
+            ]
+        },
+    )
 
     atomic: StrictBool = Field(
         default=False, description="All operations succeed together, or nothing changes."
