@@ -172,3 +172,67 @@ def test_the_grace_period_defaults_to_10_s(monkeypatch: pytest.MonkeyPatch) -> N
     assert Settings(_env_file=None).shutdown_grace_s == 10  # type: ignore[call-arg]
     monkeypatch.setenv("TASKVAULT_SHUTDOWN_GRACE_S", "0")
     assert Settings(_env_file=None).shutdown_grace_s == 0  # type: ignore[call-arg]
+
+
+def test_sigterm_answers_a_waiting_feed_request_at_once_then_exits_0(tmp_path: Path) -> None:
+    """A feed request held by ``wait`` ends with a valid 200 as soon as the server is
+    told to stop, not after the grace period (10 s by default) has run out."""
+    changes = "/api/me/tasks/changes"
+    with TaskvaultServer(tmp_path) as server:
+        created = httpx.post(
+            f"{server.base}/api/me/tasks", json={"title": "Before"}, headers=server.headers()
+        )
+        assert created.status_code == 201
+        first = httpx.get(f"{server.base}{changes}", headers=server.headers()).json()
+        assert first["has_more"] is False
+        call = Call(
+            "GET",
+            f"{server.base}{changes}",
+            params={"since": first["next"], "wait": "30"},
+            headers=server.headers(),
+        )
+        call.start()
+        wait_for(
+            "the feed request is in flight",
+            lambda: server.gauge("taskvault_http_requests_in_flight") >= 2,
+        )
+        # Past its first read: it is waiting now.
+        time.sleep(0.3)
+        assert call.is_alive()
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        call.join(timeout=10)
+        answered_after = time.monotonic() - signalled
+        assert server.process.wait(timeout=10) == 0
+        exited_after = time.monotonic() - signalled
+
+        assert call.error is None, repr(call.error)
+        assert call.response is not None
+        assert call.response.status_code == 200, call.response.text
+        held = call.response.json()
+        assert held["changes"] == []
+        assert held["has_more"] is False
+        assert answered_after < 2, answered_after
+        assert exited_after < 3, exited_after
+
+        # The token it answered with is a valid one: the next server goes on from it.
+        server.start()
+        again = httpx.get(
+            f"{server.base}{changes}", params={"since": held["next"]}, headers=server.headers()
+        )
+        assert again.status_code == 200, again.text
+        assert again.json()["changes"] == []
+        made = httpx.post(
+            f"{server.base}/api/me/tasks", json={"title": "After"}, headers=server.headers()
+        )
+        later = httpx.get(
+            f"{server.base}{changes}", params={"since": held["next"]}, headers=server.headers()
+        ).json()
+        assert [change["task"]["id"] for change in later["changes"]] == [made.json()["id"]]
+
+    feed = [r for r in server.log_records() if r.get("route") == "/api/{user_id}/tasks/changes"]
+    assert [r["status"] for r in feed] == [200, 200, 200, 200]
+    print(
+        f"\nwaiting feed request answered {answered_after:.3f} s after SIGTERM; "
+        f"the process exited 0 after {exited_after:.3f} s"
+    )

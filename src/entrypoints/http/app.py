@@ -19,6 +19,7 @@ from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from entrypoints.http.problems import PROBLEM_MEDIA_TYPE
 from entrypoints.http.services import Services
+from entrypoints.http.shutdown import answering_waiters_on_stop
 from entrypoints.logging import get_logger
 from entrypoints.secret import with_secret
 from entrypoints.settings import Settings
@@ -46,7 +47,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             app.state.services = services
             for warning in await services.storage.warnings():
                 log.warning(warning)
-            yield
+            with answering_waiters_on_stop(services.signals):
+                yield
         finally:
             await _settled(container.shutdown_resources())
             # What was built on the closed resources goes too: a later
