@@ -6,7 +6,8 @@
     .venv/bin/python bench/scale_out.py pgbouncer
         Every scenario of bench/run.py on one instance: connected to PostgreSQL
         directly, and through PgBouncer in transaction mode
-        (TASKVAULT_DB_POOLER=transaction).
+        (TASKVAULT_DB_POOLER=transaction); with --unset, also through PgBouncer
+        without that setting.
 
 Both prepare the database ``taskvault_bench`` as ``bench/run.py`` does (dropped,
 recreated, 1,000 users x 50 tasks) and drive the targets with its wrk scripts,
@@ -43,6 +44,7 @@ sys.path.insert(0, str(run.ROOT))
 from tests.support.databases import PGBOUNCER_APP_ROLE, create_role, grant_app_tables
 from tests.support.nginx import Nginx, find_nginx
 
+UNSET = "PgBouncer, no POOLER"
 Target = tuple[str, ssl.SSLContext | None]
 """A base URL, and the context that trusts its certificate when it is https."""
 
@@ -58,6 +60,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (1)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds before round 1 (2)")
     parser.add_argument("--pgbouncer", default="127.0.0.1:6433", help="PgBouncer's host:port")
+    parser.add_argument(
+        "--unset",
+        action="store_true",
+        help="pgbouncer: a third instance through PgBouncer without TASKVAULT_DB_POOLER, "
+        "to see how its requests fail",
+    )
     return parser.parse_args(argv)
 
 
@@ -103,7 +111,7 @@ def nginx_targets(h: Harness, database_url: str, proxies: list[Nginx]) -> dict[s
     }
 
 
-def pgbouncer_targets(h: Harness, bouncer: str) -> dict[str, Target]:
+def pgbouncer_targets(h: Harness, bouncer: str, unset: bool) -> dict[str, Target]:
     role = PGBOUNCER_APP_ROLE
     database = run.dsn(h.o.pg_url, database=run.MAIN_DB)
     asyncio.run(run._pg_admin(database, [create_role(role, if_missing=True)]))
@@ -113,7 +121,11 @@ def pgbouncer_targets(h: Harness, bouncer: str) -> dict[str, Target]:
     through = direct.set(host=host, port=int(port)).render_as_string(hide_password=False)
     plain = start_instance(h, "direct", direct.render_as_string(hide_password=False))
     pooled = start_instance(h, "pgbouncer", through, TASKVAULT_DB_POOLER="transaction")
-    return {"PostgreSQL directly": (plain.url, None), "through PgBouncer": (pooled.url, None)}
+    targets = {"PostgreSQL directly": (plain.url, None), "through PgBouncer": (pooled.url, None)}
+    if unset:
+        careless = start_instance(h, "pgbouncer-unset", through)
+        targets[UNSET] = (careless.url, None)
+    return targets
 
 
 def measure(
@@ -156,10 +168,12 @@ def report(results: dict[str, dict[str, list[run.WrkResult]]]) -> str:
             rps = median(r.rps for r in runs)
             baseline = rps if baseline is None else baseline
             failed = sum(r.non_2xx + r.errors for r in runs)
+            sent = sum(r.requests for r in runs)
             lines.append(
                 f"{run.SCENARIO_LABELS[scenario]:<20} {name:<22} {rps:>9.1f} "
                 f"{median(r.p50_ms for r in runs):>8.2f} {median(r.p99_ms for r in runs):>8.2f}"
-                f"  {rps / baseline:.2f}" + (f"  FAILED: {failed} errors" if failed else "")
+                f"  {rps / baseline:.2f}"
+                + (f"  FAILED: {failed} of {sent} requests" if failed else "")
             )
     return "\n".join(lines)
 
@@ -183,10 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets = nginx_targets(h, db.app_url, proxies)
             scenarios: Sequence[str] = ("list",)
         else:
-            targets = pgbouncer_targets(h, options.pgbouncer)
+            targets = pgbouncer_targets(h, options.pgbouncer, options.unset)
             scenarios = run.SCENARIOS
         for name, target in targets.items():
-            smoke(name, target, users[0], tokens[users[0]])
+            if name != UNSET:
+                smoke(name, target, users[0], tokens[users[0]])
         results = measure(h, options, targets, scenarios, (tokens_file, tasks_file))
         print(report(results))
         log(f"load average at the end {run.load_average()}")
