@@ -43,11 +43,11 @@ HOW_TO_RUN_REDIS = (
 )
 
 INSTANCES = 3
-BUDGET = 200
+BUDGET = 100
 """Requests per user per hour, one budget in Redis; no load user comes near it."""
-OVER_BUDGET = 100
+OVER_BUDGET = 50
 WORKERS = 12
-OPS_PER_WORKER = 50
+OPS_PER_WORKER = 30
 KILL_AT = 0.4
 """Share of the load's operations acknowledged when instance 0 is killed."""
 VICTIM_BUSY = 4
@@ -55,7 +55,7 @@ VICTIM_BUSY = 4
 PROBES = 6
 LOCK_HOLD_S = 3.0
 LOCK_AFTER_KILL_S = 0.3
-RACE_ROUNDS = 8
+RACE_ROUNDS = 5
 RACE_WRITERS = 6
 OK = frozenset({200})
 RETRY_PAUSE_S = 0.05
