@@ -1,4 +1,5 @@
-"""X-Forwarded-* are honoured from the proxies in TASKVAULT_TRUSTED_PROXIES only."""
+"""X-Forwarded-* are honoured from the proxies in TASKVAULT_TRUSTED_PROXIES only: the
+client's address, and the scheme and host of ``Link`` and ``Location``."""
 
 from __future__ import annotations
 
@@ -44,18 +45,32 @@ async def _next_page(client: httpx.AsyncClient, headers: dict[str, str]) -> str 
     return next_link(response)
 
 
+async def _location(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    response = await client.post(
+        tasks_url("alice"), json={"title": "located"}, headers={**auth(), **headers}
+    )
+    assert response.status_code == 201, response.text
+    location: str = response.headers["location"]
+    assert location.endswith(f"/api/alice/tasks/{response.json()['id']}")
+    return location
+
+
 async def test_links_carry_the_public_host_and_scheme_behind_a_trusted_proxy() -> None:
     async with _client(PROXY) as client:
         link = await _next_page(client, PUBLIC)
+        location = await _location(client, PUBLIC)
     assert link is not None
     assert link.startswith("https://api.example.com/api/alice/tasks?")
+    assert location.startswith("https://api.example.com/api/alice/tasks/")
 
 
 async def test_the_same_headers_from_anyone_else_are_ignored() -> None:
     async with _client("192.0.2.7") as client:
         link = await _next_page(client, PUBLIC)
+        location = await _location(client, PUBLIC)
     assert link is not None
     assert link.startswith("http://taskvault.internal:8000/api/alice/tasks?")
+    assert location.startswith("http://taskvault.internal:8000/api/alice/tasks/")
 
 
 @pytest.mark.parametrize(

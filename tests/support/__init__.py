@@ -1,7 +1,7 @@
 """Test helpers shared by every tier: tokens, a fixed clock, predictable ids.
 
 Beside them: ``http`` (HTTP assertions), ``processes`` (real servers),
-``jwks`` (key pairs and a JWKS endpoint).
+``jwks`` (key pairs and a JWKS endpoint), ``nginx`` (a reverse proxy before them).
 """
 
 from __future__ import annotations

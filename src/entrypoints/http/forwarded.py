@@ -5,8 +5,8 @@ client's address, the scheme and the public host arrive in headers that
 anyone could also send directly. They are applied only when the peer is in
 ``TASKVAULT_TRUSTED_PROXIES``; then the client is the rightmost address of
 ``X-Forwarded-For`` that is not itself a trusted proxy (the ones to its left
-were written by whoever sent the request), and ``Link`` URLs carry the
-public scheme and host.
+were written by whoever sent the request), and ``Link`` and ``Location``
+URLs carry the public scheme and host.
 """
 
 from __future__ import annotations

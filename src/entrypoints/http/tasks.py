@@ -48,12 +48,14 @@ def _task_response(
     )
 
 
-def _task_path(request: Request, task: Task) -> str:
+def _task_url(request: Request, task: Task) -> str:
+    """The task's absolute URL, on the scheme and host the client used: behind a
+    trusted proxy, the public ones (``ForwardedHeadersMiddleware``), as ``Link``."""
     root = request.scope.get("root_path", "")
     # A user id that cannot stand as one path segment is named by its alias.
     owner = task.user_id
     segment = ME if "/" in owner or owner in {".", ".."} else quote(owner, safe="")
-    return f"{root}/api/{segment}/tasks/{task.id}"
+    return str(request.url.replace(path=f"{root}/api/{segment}/tasks/{task.id}", query=""))
 
 
 @router.get(
@@ -125,7 +127,7 @@ async def create_task(
 ) -> Response:
     key = idempotency_key(request)
     task = await service(request).create(caller, user_id, body.to_fields(), key)
-    return _task_response(task, 201, {"Location": _task_path(request, task)})
+    return _task_response(task, 201, {"Location": _task_url(request, task)})
 
 
 @router.get(
