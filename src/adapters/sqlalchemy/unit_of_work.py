@@ -10,7 +10,7 @@ from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from adapters.sql import statements as sql
+from adapters.sql import row_security
 from adapters.sqlalchemy.engine import WRITE_OPTION
 from adapters.sqlalchemy.errors import unavailable
 from adapters.sqlalchemy.idempotency import SqlIdempotencyStore
@@ -18,6 +18,13 @@ from adapters.sqlalchemy.repository import SqlTaskRepository, get_task, list_tas
 from application.errors import StorageUnavailable
 from application.queries import TaskQuery
 from domain.task import Task
+
+
+async def set_user(conn: AsyncConnection, owner: str) -> None:
+    """Row-level security's user for the transaction (PostgreSQL), one statement
+    at a time: the driver prepares each, and a prepared statement is one."""
+    for statement in row_security.user_statements(owner):
+        await conn.exec_driver_sql(statement)
 
 
 class SqlTaskReader:
@@ -46,7 +53,7 @@ class SqlTaskReader:
             async with self._engine.connect() as conn:
                 await conn.begin()
                 if conn.dialect.name == "postgresql":
-                    await conn.execute(sql.SET_USER, {"owner": self._owner})
+                    await set_user(conn, self._owner)
                 yield conn
         except Exception as error:
             mapped = unavailable(error)
@@ -91,7 +98,7 @@ class SqlUnitOfWork:
             await conn.execution_options(**{WRITE_OPTION: True})
             await conn.begin()
             if conn.dialect.name == "postgresql":
-                await conn.execute(sql.SET_USER, {"owner": self._owner})
+                await set_user(conn, self._owner)
         except BaseException as error:
             await self._release()
             mapped = unavailable(error) if isinstance(error, Exception) else error
