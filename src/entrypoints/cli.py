@@ -13,6 +13,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
+from adapters.sql.distribution import NotDistributable
 from adapters.sql.migrate import MigrationNotPermitted
 from entrypoints.container import Container
 from entrypoints.logging import configure_logging, get_logger
@@ -112,6 +113,9 @@ def _migrate(settings: Settings) -> None:
             f"database role {str(error)!r} may not migrate the schema: run `taskvault migrate` "
             "as the role that owns it, then `taskvault serve --no-migrate` as this one"
         ) from None
+    except NotDistributable as error:
+        # Its message names only tables and says what to do.
+        raise CommandError(f"migration failed: {error}") from None
     except Exception as error:
         raise CommandError(f"migration failed: {type(error).__name__}") from None
     log.info("migrations applied" if migrated else "memory store: nothing to migrate")

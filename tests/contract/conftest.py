@@ -1,7 +1,7 @@
 """A ``Storage`` of every adapter: the contract tests run once per store.
 
 PostgreSQL is served by two adapters: the asyncpg one the service uses, and
-the SQLAlchemy one, which must pass the same contract.
+the SQLAlchemy one, which must pass the same contract; both on Citus too.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ ADAPTERS = [
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("asyncpg", marks=pytest.mark.postgres),
     pytest.param("sqlalchemy-postgres", marks=pytest.mark.postgres),
+    pytest.param("asyncpg-citus", marks=pytest.mark.citus),
+    pytest.param("sqlalchemy-citus", marks=pytest.mark.citus),
 ]
 
 
@@ -29,7 +31,8 @@ def adapter(request: pytest.FixtureRequest) -> tuple[str, str]:
     """The adapter under test and the URL of its empty, migrated database."""
     if request.param == "memory":
         return "memory", "memory://"
-    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    database = request.param.rpartition("-")[2]
+    fixture = {"sqlite": "sqlite_url", "citus": "citus_url"}.get(database, "postgres_url")
     url: str = request.getfixturevalue(fixture)
     return request.param, url
 
@@ -37,7 +40,7 @@ def adapter(request: pytest.FixtureRequest) -> tuple[str, str]:
 def build_storage(adapter: str, url: str) -> Storage:
     if adapter == "memory":
         return MemoryStorage()
-    return PgStorage(url) if adapter == "asyncpg" else SqlAlchemyStorage(url)
+    return PgStorage(url) if adapter.startswith("asyncpg") else SqlAlchemyStorage(url)
 
 
 @pytest.fixture

@@ -7,18 +7,31 @@ machinery costs several times the query itself on this service's hot path
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, bindparam, func, literal_column, select, true
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Join,
+    Select,
+    String,
+    Table,
+    func,
+    literal_column,
+    select,
+    true,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.sql import ClauseElement, visitors
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from adapters.sql import row_security
 from adapters.sql import statements as sql
+from adapters.sql.distribution import DISTRIBUTION_COLUMN
 from adapters.sql.row_security import USER_SETTING
 
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
@@ -58,7 +71,7 @@ def single_statement(
     """``read`` as one statement that sets row-level security's user itself.
 
     A read outside a transaction is then one round trip instead of three
-    (BEGIN with set_config, the read, ROLLBACK). A MATERIALIZED CTE sets the
+    (BEGIN with the user, the read, ROLLBACK). A MATERIALIZED CTE sets the
     user, and ``read`` is built with the CTE's column as its owner, so the
     read reaches its tasks through a LATERAL reference to the CTE: in any
     plan PostgreSQL must produce the CTE's row, and so set the user, before
@@ -66,13 +79,14 @@ def single_statement(
     into a join it could order the other way). Set with is_local, the user
     lasts for this statement's implicit transaction only. A list is ordered
     again outside the subquery.
+
+    Each owned table is also filtered by the owner as a bind parameter:
+    Citus sends a statement to the one shard of its user only by a constant
+    filter on ``user_id``, and then sends it whole, CTE included, so that the
+    worker sets the user itself. The CTE's column alone routes nothing.
     """
     owner = (
-        select(
-            func.set_config(
-                literal_column(f"'{USER_SETTING}'"), bindparam("owner", type_=String), true()
-            ).label("uid")
-        )
+        select(func.set_config(literal_column(f"'{USER_SETTING}'"), sql.OWNER, true()).label("uid"))
         .cte("owner")
         .prefix_with("MATERIALIZED")
     )
@@ -80,7 +94,13 @@ def single_statement(
     if not any(element is owner.c.uid for element in visitors.iterate(statement)):
         # Row-level security would hide every row: fail here, saying why.
         raise UnscopedRead(f"{read.__qualname__} must build its statement on the owner it is given")
-    task = statement.offset(literal_column("0")).lateral("task")
+    # The feed's union has no tables of its own: its parts are not routed yet (Citus).
+    routed = (
+        statement.where(*(table.c.user_id == sql.OWNER for table in _owned_tables(statement)))
+        if isinstance(statement, Select)
+        else statement
+    )
+    task = routed.offset(literal_column("0")).lateral("task")
     scoped = select(task).select_from(owner).join(task, true())
     if shape is not None:
         scoped = scoped.order_by(*shape.order(task.c))
@@ -108,16 +128,30 @@ _CLAIM_AND_NOTIFY = "; ".join(
 )
 
 
-def begin_as(owner: str) -> str:
-    """BEGIN, row-level security's user and the user's next change number
-    (``sql.claim_head``), in one round trip; the commit will notify
-    ``CHANGES_CHANNEL``.
+def _owned_tables(statement: Select[Any]) -> list[Table]:
+    """The tables in ``statement``'s own FROM (not in its subqueries) that hold
+    a user's rows."""
+    return [
+        table
+        for source in statement.get_final_froms()
+        for table in _joined(source)
+        if DISTRIBUTION_COLUMN in table.c
+    ]
 
-    A simple query takes no parameters, so the user id travels hex-encoded:
-    no character of ``[0-9a-f]`` can end a string literal, whatever the id.
+
+def _joined(source: FromClause) -> Iterator[Table]:
+    if isinstance(source, Join):
+        yield from _joined(source.left)
+        yield from _joined(source.right)
+    elif isinstance(source, Table):
+        yield source
+
+
+def as_user(owner: str) -> str:
+    """Row-level security's user for the transaction, in one round trip after its BEGIN.
+
+    Not in BEGIN's batch: Citus passes a ``SET LOCAL`` on to the workers as
+    the text of the whole batch it came in, and a BEGIN in it would make
+    every worker warn that a transaction is in progress already.
     """
-    encoded = owner.encode("utf-8").hex()
-    return (
-        f"BEGIN; SELECT set_config('{USER_SETTING}', "
-        f"convert_from(decode('{encoded}', 'hex'), 'UTF8'), true); {_CLAIM_AND_NOTIFY}"
-    )
+    return "; ".join((*row_security.user_statements(owner), _CLAIM_AND_NOTIFY))

@@ -38,7 +38,8 @@ class _Transaction:
             # Marked first: should the batch fail after its BEGIN, the
             # connection is rolled back before it goes back to the pool.
             self.open = True
-            await self.connection.execute(compiled_sql.begin_as(self._owner))
+            await self.connection.execute("BEGIN")
+            await self.connection.execute(compiled_sql.as_user(self._owner))
         return self.connection
 
     async def execute(self, statement: ClauseElement, params: Mapping[str, Any]) -> str:
@@ -128,7 +129,7 @@ class PgIdempotencyStore:
 class PgUnitOfWork:
     """One transaction for one owner, with row-level security set for exactly it.
 
-    BEGIN and the user go out in one round trip, just before the first statement.
+    BEGIN and the user go out just before the first statement.
     """
 
     tasks: PgTaskRepository

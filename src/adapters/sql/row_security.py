@@ -1,4 +1,5 @@
-"""Row-level security DDL for PostgreSQL, shared by the migrations."""
+"""Row-level security for PostgreSQL: the DDL the migrations share, and how a
+transaction sets its user."""
 
 from __future__ import annotations
 
@@ -6,6 +7,36 @@ from collections.abc import Mapping
 from typing import Any
 
 USER_SETTING = "taskvault.user_id"
+
+PROPAGATE_TO_WORKERS = "SET LOCAL citus.propagate_set_commands = 'local'"
+"""Citus: the transaction's later ``SET LOCAL`` reach every worker it touches.
+
+A setting of no effect on plain PostgreSQL. Set per transaction, so that the
+operator need not set it for the app's role, and a pooler in transaction
+mode (which forwards no startup settings) changes nothing.
+"""
+
+
+def set_user(owner: str) -> str:
+    """``SET LOCAL`` of row-level security's user to ``owner``, for the transaction.
+
+    ``set_config`` would do on one server, but Citus carries only ``SET LOCAL``
+    to its workers (``PROPAGATE_TO_WORKERS``), and ``SET`` takes no bind
+    parameter. So the id travels as a Unicode-escape literal: every character
+    written as ``\\XXXX`` or ``\\+XXXXXX``, so no character of the id, whatever
+    it is, can end the literal (nor be a ``%`` or a ``:`` a driver would read).
+    """
+    escaped = "".join(
+        f"\\{code:04X}" if code <= 0xFFFF else f"\\+{code:06X}" for code in map(ord, owner)
+    )
+    return f"SET LOCAL {USER_SETTING} = U&'{escaped}'"
+
+
+def user_statements(owner: str) -> tuple[str, str]:
+    """What a transaction runs first, in this order: row-level security's user
+    for it, on every node of a Citus cluster too."""
+    return PROPAGATE_TO_WORKERS, set_user(owner)
+
 
 # current_setting(..., true) is NULL when the transaction set no user, and a
 # comparison with NULL admits no row.

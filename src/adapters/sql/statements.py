@@ -33,14 +33,12 @@ from sqlalchemy import (
     null,
     or_,
     select,
-    true,
     tuple_,
     union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from adapters.sql.row_security import USER_SETTING
 from adapters.sql.rows import task_row
 from adapters.sql.tables import idempotency_keys, sync_heads, task_tombstones, tasks
 from application.queries import SortField, Status, TaskQuery
@@ -54,9 +52,6 @@ Read = Callable[[Owner, "Any"], "Select[Any] | CompoundSelect[Any]"]
 
 OWNER: Owner = bindparam("owner", type_=String)
 """The owner as a bind parameter, named ``owner`` in every statement's parameters."""
-
-SET_USER: Select[Any] = select(func.set_config(USER_SETTING, OWNER, true()))
-"""Row-level security's user for the rest of the transaction (PostgreSQL)."""
 
 _SORT_COLUMNS = {
     SortField.CREATED_AT: tasks.c.created_at,

@@ -10,6 +10,7 @@ from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from adapters.sql import row_security
 from adapters.sql import statements as sql
 from adapters.sqlalchemy.engine import WRITE_OPTION
 from adapters.sqlalchemy.errors import unavailable
@@ -24,6 +25,13 @@ from application.errors import StorageUnavailable
 from application.queries import TaskQuery
 from application.sync import ChangeNumber, Changes
 from domain.task import Task
+
+
+async def set_user(conn: AsyncConnection, owner: str) -> None:
+    """Row-level security's user for the transaction (PostgreSQL), one statement
+    at a time: the driver prepares each, and a prepared statement is one."""
+    for statement in row_security.user_statements(owner):
+        await conn.exec_driver_sql(statement)
 
 
 class SqlTaskReader:
@@ -56,7 +64,7 @@ class SqlTaskReader:
             async with self._engine.connect() as conn:
                 await conn.begin()
                 if conn.dialect.name == "postgresql":
-                    await conn.execute(sql.SET_USER, {"owner": self._owner})
+                    await set_user(conn, self._owner)
                 yield conn
         except Exception as error:
             mapped = unavailable(error)
@@ -103,7 +111,7 @@ class SqlUnitOfWork:
             await conn.execution_options(**{WRITE_OPTION: True})
             await conn.begin()
             if conn.dialect.name == "postgresql":
-                await conn.execute(sql.SET_USER, {"owner": self._owner})
+                await set_user(conn, self._owner)
                 await conn.execute(sql.CLAIM_HEAD_POSTGRESQL, {"owner": self._owner})
             else:
                 await conn.execute(sql.CLAIM_HEAD_SQLITE, {"owner": self._owner})

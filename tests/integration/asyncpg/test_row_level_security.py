@@ -2,7 +2,9 @@
 
 RLS does not apply to superusers, so these tests create a login role without
 SUPERUSER or BYPASSRLS and run the app's own units of work as that role, on
-both PostgreSQL adapters; the single-statement reads are the asyncpg store's.
+both PostgreSQL adapters, on PostgreSQL and on Citus (where the policies hold
+on the workers, which must learn each transaction's user); the
+single-statement reads are the asyncpg store's.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Literal
 
 import asyncpg
@@ -31,24 +34,56 @@ from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.support import SECRET, auth
 
-pytestmark = pytest.mark.postgres
+
+@dataclass(frozen=True)
+class Target:
+    """Where a test runs: the ordinary role's URL, and a superuser's on the same database."""
+
+    role_url: str
+    admin_url: str
 
 
-@pytest.fixture(params=["asyncpg", "sqlalchemy", "asyncpg-through-pgbouncer"])
-def store_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """Which store, and the ordinary role's URL it connects with."""
-    fixture = "pgbouncer_app_role_url" if "pgbouncer" in request.param else "app_role_url"
-    url: str = request.getfixturevalue(fixture)
-    return request.param, url
+_DATABASES = {
+    "postgres": ("app_role_url", "postgres_url"),
+    "pgbouncer": ("pgbouncer_app_role_url", "postgres_url"),
+    "citus": ("citus_app_role_url", "citus_url"),
+}
+
+
+def _target(request: pytest.FixtureRequest, database: str) -> Target:
+    role, admin = _DATABASES[database]
+    return Target(request.getfixturevalue(role), request.getfixturevalue(admin))
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(("asyncpg", "postgres"), marks=pytest.mark.postgres, id="asyncpg"),
+        pytest.param(("sqlalchemy", "postgres"), marks=pytest.mark.postgres, id="sqlalchemy"),
+        pytest.param(
+            ("asyncpg", "pgbouncer"), marks=pytest.mark.postgres, id="asyncpg-through-pgbouncer"
+        ),
+        pytest.param(("asyncpg", "citus"), marks=pytest.mark.citus, id="asyncpg-citus"),
+        pytest.param(("sqlalchemy", "citus"), marks=pytest.mark.citus, id="sqlalchemy-citus"),
+    ]
+)
+def store_kind(request: pytest.FixtureRequest) -> tuple[str, str, Target]:
+    """Which store, on which database, and the URLs it and the test connect with."""
+    kind, database = request.param
+    return kind, database, _target(request, database)
 
 
 @pytest.fixture
-async def storage(store_kind: tuple[str, str]) -> AsyncIterator[Storage]:
-    kind, url = store_kind
+def target(store_kind: tuple[str, str, Target]) -> Target:
+    return store_kind[2]
+
+
+@pytest.fixture
+async def storage(store_kind: tuple[str, str, Target]) -> AsyncIterator[Storage]:
+    kind, database, target = store_kind
     store: Storage = (
-        SqlAlchemyStorage(url)
+        SqlAlchemyStorage(target.role_url)
         if kind == "sqlalchemy"
-        else PgStorage(url, pooled_by_transaction=kind == "asyncpg-through-pgbouncer")
+        else PgStorage(target.role_url, pooled_by_transaction=database == "pgbouncer")
     )
     try:
         yield store
@@ -56,10 +91,21 @@ async def storage(store_kind: tuple[str, str]) -> AsyncIterator[Storage]:
         await store.close()
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("citus", marks=pytest.mark.citus),
+    ]
+)
+def pg_target(request: pytest.FixtureRequest) -> Target:
+    """PostgreSQL or Citus, for the asyncpg store's own tests."""
+    return _target(request, request.param)
+
+
 @pytest.fixture
-async def pg_storage(app_role_url: str) -> AsyncIterator[PgStorage]:
+async def pg_storage(pg_target: Target) -> AsyncIterator[PgStorage]:
     """The asyncpg store on one connection, so that a test can inspect the one its reads use."""
-    store = PgStorage(app_role_url, pool_size=1)
+    store = PgStorage(pg_target.role_url, pool_size=1)
     try:
         yield store
     finally:
@@ -115,7 +161,7 @@ async def test_unscoped_select_sees_only_the_current_users_rows(storage: Storage
 
 
 async def test_unscoped_update_touches_only_the_current_users_rows(
-    storage: Storage, postgres_url: str
+    storage: Storage, target: Target
 ) -> None:
     await _seed(storage, "alice", 2)
     await _seed(storage, "bob", 2)
@@ -124,13 +170,13 @@ async def test_unscoped_update_touches_only_the_current_users_rows(
         status = await session.execute("UPDATE tasks SET title = 'owned'")
         await uow.commit()
     assert status == "UPDATE 2"
-    titles = await _titles_as_admin(postgres_url)
+    titles = await _titles_as_admin(target.admin_url)
     assert titles["alice"] == ["owned", "owned"]
     assert titles["bob"] == ["bob 0", "bob 1"]
 
 
 async def test_unscoped_delete_touches_only_the_current_users_rows(
-    storage: Storage, postgres_url: str
+    storage: Storage, target: Target
 ) -> None:
     await _seed(storage, "alice", 2)
     await _seed(storage, "bob", 2)
@@ -138,7 +184,7 @@ async def test_unscoped_delete_touches_only_the_current_users_rows(
         session = await _session(uow)
         await session.execute("DELETE FROM tasks")
         await uow.commit()
-    assert set(await _titles_as_admin(postgres_url)) == {"alice"}
+    assert set(await _titles_as_admin(target.admin_url)) == {"alice"}
 
 
 async def test_writing_a_row_for_another_user_is_refused(storage: Storage) -> None:
@@ -160,17 +206,34 @@ _READS = [
 ]
 
 
-@pytest.mark.parametrize("plans", ["force_custom_plan", "force_generic_plan"])
+@pytest.mark.parametrize("plans", ["force_custom_plan", "auto"])
 async def test_a_single_statement_read_sets_the_user_before_it_scans(
-    pg_storage: PgStorage, app_role_url: str, plans: str
+    pg_storage: PgStorage, pg_target: Target, plans: str
 ) -> None:
     """Reads outside a transaction set the user inside the statement itself
     (``adapters.asyncpg.statements.single_statement``): were it set after the
     scan began, RLS would hide the owner's own rows. The pool's one
     connection is new: it has never set the user before."""
-    alice = await _seed(pg_storage, "alice", 3)
-    await _seed(pg_storage, "bob", 2)
-    fresh = PgStorage(app_role_url, pool_size=1)
+    await _read_with_plans(pg_storage, pg_target.role_url, plans)
+
+
+@pytest.mark.postgres
+async def test_a_generic_plan_of_a_single_statement_read_sets_the_user_too(
+    app_role_url: str,
+) -> None:
+    """PostgreSQL only: Citus plans these reads with their parameters bound,
+    and under ``auto`` (above) it prices a generic plan out itself."""
+    store = PgStorage(app_role_url, pool_size=1)
+    try:
+        await _read_with_plans(store, app_role_url, "force_generic_plan")
+    finally:
+        await store.close()
+
+
+async def _read_with_plans(storage: PgStorage, role_url: str, plans: str) -> None:
+    alice = await _seed(storage, "alice", 3)
+    await _seed(storage, "bob", 2)
+    fresh = PgStorage(role_url, pool_size=1)
     try:
         connection = await fresh.pool.acquire()
         await connection.execute(f"SET plan_cache_mode = {plans}")
@@ -217,11 +280,9 @@ async def test_a_single_statement_read_finds_nothing_of_another_user(
     assert await reader.get(bob[0].id) is None
 
 
-async def test_a_connection_without_a_user_sees_nothing(
-    storage: Storage, app_role_url: str
-) -> None:
+async def test_a_connection_without_a_user_sees_nothing(storage: Storage, target: Target) -> None:
     await _seed(storage, "alice", 2)
-    engine = create_async_engine(app_role_url)
+    engine = create_async_engine(target.role_url)
     try:
         async with engine.connect() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM tasks"))).scalar_one() == 0
@@ -245,12 +306,18 @@ async def test_idempotency_keys_are_confined_too(storage: Storage) -> None:
     assert count == 0
 
 
-@pytest.fixture(params=["none", "transaction"])
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("pgbouncer", marks=pytest.mark.postgres),
+        pytest.param("citus", marks=pytest.mark.citus),
+    ]
+)
 def pooled(request: pytest.FixtureRequest) -> tuple[str, Literal["none", "transaction"]]:
-    """The ordinary role's URL directly (no pooler), and through PgBouncer in transaction mode."""
-    fixture = "app_role_url" if request.param == "none" else "pgbouncer_app_role_url"
-    url: str = request.getfixturevalue(fixture)
-    return url, request.param
+    """The ordinary role's URL directly (no pooler), through PgBouncer in
+    transaction mode, and on Citus."""
+    url: str = request.getfixturevalue(_DATABASES[request.param][0])
+    return url, "transaction" if request.param == "pgbouncer" else "none"
 
 
 async def test_the_api_works_as_an_ordinary_role_and_does_not_warn(
@@ -278,6 +345,7 @@ async def test_the_api_works_as_an_ordinary_role_and_does_not_warn(
     assert not [r for r in caplog.records if "row-level security" in r.getMessage()]
 
 
+@pytest.mark.postgres
 async def test_a_superuser_role_is_warned_about_at_start(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,4 +1,5 @@
-"""The asyncpg store's single-statement reads and its BEGIN, built without a database."""
+"""The asyncpg store's single-statement reads and how a transaction sets its user,
+built without a database."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Select, String, bindparam, select
 
-from adapters.asyncpg.statements import UnscopedRead, begin_as, single_statement
+from adapters.asyncpg.statements import UnscopedRead, as_user, single_statement
 from adapters.sql import statements as sql
 from adapters.sql.tables import tasks
 from application.queries import TaskQuery
@@ -24,6 +25,18 @@ def test_every_read_of_the_store_sets_the_user_inside_its_statement() -> None:
         assert "JOIN LATERAL" in text
         assert "tasks.user_id = owner.uid" in text
         assert compiled.names[0] == "owner"
+
+
+def test_every_read_keeps_a_constant_owner_filter_citus_can_route_by() -> None:
+    """Beside the CTE's column, the owner as the statement's own parameter: Citus
+    picks a shard only by a constant filter on user_id."""
+    for compiled in (
+        single_statement(sql.select_task),
+        single_statement(sql.list_tasks, sql.ListShape.of(TaskQuery())),
+    ):
+        text = " ".join(compiled.text.split())
+        position = compiled.names.index("owner") + 1
+        assert f"tasks.user_id = ${position}" in text
 
 
 def _count_open_tasks(owner: sql.Owner, _shape: sql.ListShape | None) -> Select[Any]:
@@ -50,12 +63,31 @@ def test_a_new_read_that_ignores_its_owner_fails_loudly() -> None:
 
 @pytest.mark.parametrize(
     "owner",
-    ["alice", "o'brien", "x'); DROP TABLE tasks; --", "back\\slash", "Ünïcødé 🎉", "$$", "'"],
+    [
+        "alice",
+        "o'brien",
+        "x'); DROP TABLE tasks; --",
+        "back\\slash",
+        "Ünïcødé 🎉",
+        "$$",
+        "'",
+        "%s:x",
+    ],
 )
-def test_begin_carries_the_user_id_only_as_hex(owner: str) -> None:
-    batch = begin_as(owner)
-    literals = re.findall(r"'([^']*)'", batch)
-    assert literals[:4] == ["taskvault.user_id", owner.encode().hex(), "hex", "UTF8"]
+def test_the_user_id_travels_only_as_unicode_escapes(owner: str) -> None:
+    """No character of the id, whatever it is, can end the literal or reach the
+    driver as a placeholder."""
+    batch = as_user(owner)
+    propagate, set_user, claim, notify = batch.split("; ")
     # The change number and the notification read the user back from the setting.
-    assert set(literals[4:]) == {"taskvault.user_id", "taskvault_changes"}
-    assert batch.startswith("BEGIN; SELECT set_config(")
+    assert set(re.findall(r"'([^']*)'", claim + notify)) == {
+        "taskvault.user_id",
+        "taskvault_changes",
+    }
+    assert propagate == "SET LOCAL citus.propagate_set_commands = 'local'"
+    literal = re.fullmatch(
+        r"SET LOCAL taskvault\.user_id = U&'((?:\\[0-9A-F]{4}|\\\+[0-9A-F]{6})*)'", set_user
+    )
+    assert literal is not None, set_user
+    decoded = re.sub(r"\\\+?([0-9A-F]+)", lambda m: chr(int(m[1], 16)), literal[1])
+    assert decoded == owner

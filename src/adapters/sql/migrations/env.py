@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from adapters.sql.distribution import distribute
 from adapters.sql.migrate import migration_engine
 from adapters.sql.tables import metadata
 
@@ -27,6 +28,9 @@ def _run(connection: Connection) -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         context.run_migrations()
+        # After every revision, not in one: the tables a later revision adds
+        # are distributed too (adapters.sql.distribution).
+        distribute(connection, metadata)
 
 
 async def _run_standalone() -> None:
