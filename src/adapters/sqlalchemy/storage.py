@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from adapters.sql.row_security import ROLE_BYPASSES_RLS, bypass_warnings
@@ -64,10 +65,14 @@ class SqlAlchemyStorage:
             return
         if self.engine.url.database in (None, "", ":memory:"):
             return
-        async with self.engine.connect() as conn:
+        # A connection of its own, outside the pool the requests share.
+        probe = sqlite3.connect(self.engine.url.database, check_same_thread=False)
+        try:
             await poll_heads(
-                self, signals, interval_s=WATCH_INTERVAL_S, changed=await _data_version(conn)
+                self, signals, interval_s=WATCH_INTERVAL_S, changed=_data_version(probe)
             )
+        finally:
+            probe.close()
 
     async def warnings(self) -> list[str]:
         if self.engine.dialect.name != "postgresql":
@@ -80,13 +85,16 @@ class SqlAlchemyStorage:
         return bypass_warnings(None if row is None else dict(row))
 
 
-async def _data_version(conn: AsyncConnection) -> Callable[[], Awaitable[bool]]:
-    """A probe: has anyone committed to the database since the probe last ran?"""
-    last = (await conn.exec_driver_sql("PRAGMA data_version")).scalar_one()
+def _data_version(probe: sqlite3.Connection) -> Callable[[], Awaitable[bool]]:
+    """A probe: has anyone committed to the database since the probe last ran?
+
+    ``PRAGMA data_version`` reads shared memory, microseconds: run inline.
+    """
+    last = probe.execute("PRAGMA data_version").fetchone()[0]
 
     async def changed() -> bool:
         nonlocal last
-        current = (await conn.exec_driver_sql("PRAGMA data_version")).scalar_one()
+        current = probe.execute("PRAGMA data_version").fetchone()[0]
         changed, last = current != last, current
         return bool(changed)
 
