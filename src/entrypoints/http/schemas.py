@@ -19,7 +19,6 @@ from pydantic import (
     StrictBool,
     StringConstraints,
     ValidationError,
-    WithJsonSchema,
     field_validator,
 )
 
@@ -277,18 +276,6 @@ class _Operation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _body_of_route(schema: str, description: str) -> WithJsonSchema:
-    """A single route's body inside an operation: documented as that body,
-    checked per operation (its 422 is the operation's, not the batch's)."""
-    return WithJsonSchema(
-        {"allOf": [{"$ref": f"#/components/schemas/{schema}"}], "description": description}
-    )
-
-
-WholeTask = Annotated[dict[str, Any], _body_of_route("TaskWrite", "As the body of POST and PUT.")]
-SomeFields = Annotated[dict[str, Any], _body_of_route("TaskPatchBody", "As the body of PATCH.")]
-
-
 IfMatch = Annotated[
     str | None, Field(description="As the If-Match header of the single route.", max_length=8192)
 ]
@@ -296,35 +283,29 @@ IfMatch = Annotated[
 
 class CreateOperation(_Operation):
     op: Literal["create"]
-    task: WholeTask
+    task: dict[str, Any] = Field(description="As the body of POST /tasks (`TaskWrite`).")
 
 
 class ReplaceOperation(_Operation):
     op: Literal["replace"]
     id: str
-    task: WholeTask
+    task: dict[str, Any] = Field(description="As the body of PUT (`TaskWrite`).")
     if_match: IfMatch = None
 
 
 class PatchOperation(_Operation):
     op: Literal["patch"]
     id: str
-    fields: SomeFields
+    fields: dict[str, Any] = Field(description="As the body of PATCH (`TaskPatchBody`).")
     if_match: IfMatch = None
 
 
 class CompleteOperation(_Operation):
     op: Literal["complete"]
     id: str
-    completed: Annotated[
-        Any,
-        WithJsonSchema(
-            {
-                "type": ["boolean", "null"],
-                "description": "true or false to set it; omitted or null toggles.",
-            }
-        ),
-    ] = None
+    completed: Any = Field(
+        default=None, description="true or false to set it; omitted or null toggles."
+    )
     if_match: IfMatch = None
 
 
