@@ -56,7 +56,6 @@ IDEMPOTENCY_TTL = timedelta(hours=24)
 ME = "me"
 """Path alias for the caller's own user id."""
 
-__all__ = ["ME", "TaskService", "Versions"]
 
 BatchResults = list[BatchResult]
 
@@ -320,21 +319,17 @@ class TaskService:
                 task = Task.new(task_id=self._ids.new_id(), owner=user, fields=fields, now=now)
                 await tasks.add(task)
                 return BatchResult(Outcome.CREATED, task)
-            case Delete(task_id=raw, if_match=if_match):
+            case Delete() | Replace() | Patch() | Complete():
+                raw, if_match = operation.task_id, operation.if_match
                 try:
                     current = await self._current(tasks, _task_id(raw), raw, if_match)
                 except (TaskNotFound, PreconditionFailed) as error:
                     return BatchResult(_FAILURES[type(error)])
-                if not await self._deleted(tasks, current):
-                    return BatchResult(Outcome.CONCURRENT_UPDATE)
-                return BatchResult(Outcome.DELETED)
-            case _:
-                raw, if_match, change = _modification(operation)
-                try:
-                    current = await self._current(tasks, _task_id(raw), raw, if_match)
-                except (TaskNotFound, PreconditionFailed) as error:
-                    return BatchResult(_FAILURES[type(error)])
-                updated = change(current, now)
+                if isinstance(operation, Delete):
+                    if not await self._deleted(tasks, current):
+                        return BatchResult(Outcome.CONCURRENT_UPDATE)
+                    return BatchResult(Outcome.DELETED)
+                updated = _modification(operation)(current, now)
                 if updated is not current and not await tasks.update(
                     updated, expected_version=current.version
                 ):
@@ -406,16 +401,15 @@ def _completing(completed: bool | None) -> Change:
     return lambda task, now: task.set_completed(completed, now)
 
 
-def _modification(operation: Operation) -> tuple[str, Versions, Change]:
-    """The task a batch's Replace, Patch or Complete names, and the change it asks for."""
+def _modification(operation: Replace | Patch | Complete) -> Change:
+    """The change a batch's Replace, Patch or Complete asks for."""
     match operation:
-        case Replace(task_id=raw, fields=fields, if_match=if_match):
-            return raw, if_match, _replacing(fields)
-        case Patch(task_id=raw, patch=patch, if_match=if_match):
-            return raw, if_match, _patching(patch)
-        case Complete(task_id=raw, completed=completed, if_match=if_match):
-            return raw, if_match, _completing(completed)
-    raise TypeError(f"not a modification: {operation!r}")
+        case Replace(fields=fields):
+            return _replacing(fields)
+        case Patch(patch=patch):
+            return _patching(patch)
+        case Complete(completed=completed):
+            return _completing(completed)
 
 
 _FAILURES: dict[type[Exception], Outcome] = {
