@@ -114,8 +114,7 @@ _CURRENT_USER: ColumnElement[str] = literal_column(
     f"current_setting('{USER_SETTING}')", type_=String
 )
 
-# Of the transaction's user, just set: the statements need no parameter.
-_CLAIM_AND_NOTIFY = "; ".join(
+CLAIM_AND_NOTIFY = "; ".join(
     (
         str(
             sql.claim_head(postgresql, _CURRENT_USER).compile(
@@ -126,6 +125,8 @@ _CLAIM_AND_NOTIFY = "; ".join(
         f"SELECT pg_notify('{CHANGES_CHANNEL}', current_setting('{USER_SETTING}'))",
     )
 )
+"""Claim the next change number of the transaction's user, already set (so
+no parameter), and tell every instance's LISTEN of the commit."""
 
 
 def _owned_tables(statement: Select[Any]) -> list[Table]:
@@ -147,11 +148,13 @@ def _joined(source: FromClause) -> Iterator[Table]:
         yield source
 
 
-def as_user(owner: str) -> str:
-    """Row-level security's user for the transaction, in one round trip after its BEGIN.
+def as_user(owner: str, *, numbered: bool) -> str:
+    """Row-level security's user for the transaction, in one round trip after
+    its BEGIN; ``numbered``, with the user's next change number claimed too.
 
     Not in BEGIN's batch: Citus passes a ``SET LOCAL`` on to the workers as
     the text of the whole batch it came in, and a BEGIN in it would make
     every worker warn that a transaction is in progress already.
     """
-    return "; ".join((*row_security.user_statements(owner), _CLAIM_AND_NOTIFY))
+    claim = (CLAIM_AND_NOTIFY,) if numbered else ()
+    return "; ".join((*row_security.user_statements(owner), *claim))

@@ -23,35 +23,50 @@ from domain.task import Task
 
 
 class _Transaction:
-    """The unit of work's connection, in its transaction once a statement needs one."""
+    """The unit of work's connection, in its transaction once a statement needs one.
 
-    __slots__ = ("_owner", "connection", "open")
+    The user's next change number is claimed by the first statement that
+    writes or locks a row, not at BEGIN: a repeat of an Idempotency-Key still
+    in flight must reach its non-blocking key lock and answer 409, not queue
+    behind the first request's lock on the head. The only locks taken before
+    the head are those non-blocking ones, so writers never wait in a cycle.
+    """
+
+    __slots__ = ("_owner", "connection", "numbered", "open")
 
     def __init__(self, connection: asyncpg.Connection, owner: str) -> None:
         self.connection = connection
         self.open = False
+        self.numbered = False
         self._owner = owner
 
-    async def begun(self) -> asyncpg.Connection:
-        """The connection inside the transaction, begun now (with the user set) if need be."""
+    async def begun(self, *, numbered: bool = False) -> asyncpg.Connection:
+        """The connection inside the transaction, begun now (with the user set) if
+        need be; ``numbered``, with the change number claimed too."""
         if not self.open:
             # Marked first: should the batch fail after its BEGIN, the
             # connection is rolled back before it goes back to the pool.
             self.open = True
+            self.numbered = numbered
             await self.connection.execute("BEGIN")
-            await self.connection.execute(compiled_sql.as_user(self._owner))
+            await self.connection.execute(compiled_sql.as_user(self._owner, numbered=numbered))
+        elif numbered and not self.numbered:
+            self.numbered = True
+            await self.connection.execute(compiled_sql.CLAIM_AND_NOTIFY)
         return self.connection
 
-    async def execute(self, statement: ClauseElement, params: Mapping[str, Any]) -> str:
-        conn = await self.begun()
+    async def execute(
+        self, statement: ClauseElement, params: Mapping[str, Any], *, numbered: bool = True
+    ) -> str:
+        conn = await self.begun(numbered=numbered)
         compiled = compiled_sql.compiled(statement)
         status: str = await conn.execute(compiled.text, *compiled.args(params))
         return status
 
     async def fetchrow(
-        self, statement: ClauseElement, params: Mapping[str, Any]
+        self, statement: ClauseElement, params: Mapping[str, Any], *, numbered: bool = True
     ) -> asyncpg.Record | None:
-        conn = await self.begun()
+        conn = await self.begun(numbered=numbered)
         compiled = compiled_sql.compiled(statement)
         return await conn.fetchrow(compiled.text, *compiled.args(params))
 
@@ -111,11 +126,13 @@ class PgIdempotencyStore:
         self._owner = owner
 
     async def claim(self, key: str) -> bool:
-        row = await self._tx.fetchrow(sql.TRY_LOCK_KEY, sql.key_lock_params(self._owner, key))
+        params = sql.key_lock_params(self._owner, key)
+        row = await self._tx.fetchrow(sql.TRY_LOCK_KEY, params, numbered=False)
         return row is not None and bool(row[0])
 
     async def find(self, key: str) -> IdempotentOutcome | None:
-        row = await self._tx.fetchrow(sql.SELECT_OUTCOME, {"owner": self._owner, "key": key})
+        params = {"owner": self._owner, "key": key}
+        row = await self._tx.fetchrow(sql.SELECT_OUTCOME, params, numbered=False)
         return None if row is None else outcome_from(row)
 
     async def save(self, key: str, outcome: IdempotentOutcome, *, expire_before: datetime) -> None:

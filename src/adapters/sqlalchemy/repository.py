@@ -34,19 +34,46 @@ async def list_changes(
     return changes_from(result.all())
 
 
-class SqlTaskRepository:
-    """One owner's tasks in the unit of work's transaction."""
+class OwnersHead:
+    """The owner's next change number, claimed once per transaction by its
+    first statement that writes or locks a row.
+
+    Not at BEGIN: a repeat of an Idempotency-Key still in flight must reach
+    its non-blocking key lock and answer 409, not queue behind the first
+    request's lock on the head. The only locks taken before the head are
+    those non-blocking ones, so writers never wait in a cycle.
+    """
 
     def __init__(self, connection: AsyncConnection, owner: str) -> None:
         self._conn = connection
         self._owner = owner
+        self._claimed = False
+
+    async def claim(self) -> None:
+        if self._claimed:
+            return
+        sqlite = self._conn.dialect.name == "sqlite"
+        claim = sql.CLAIM_HEAD_SQLITE if sqlite else sql.CLAIM_HEAD_POSTGRESQL
+        await self._conn.execute(claim, {"owner": self._owner})
+        self._claimed = True
+
+
+class SqlTaskRepository:
+    """One owner's tasks in the unit of work's transaction."""
+
+    def __init__(self, connection: AsyncConnection, owner: str, head: OwnersHead) -> None:
+        self._conn = connection
+        self._owner = owner
+        self._head = head
 
     async def add(self, task: Task) -> None:
         if task.user_id != self._owner:
             raise ForeignTask(str(task.id))
+        await self._head.claim()
         await self._conn.execute(sql.INSERT_TASK, task_row(task))
 
     async def get(self, task_id: uuid.UUID) -> Task | None:
+        await self._head.claim()
         params = {"owner": self._owner, "task_id": task_id}
         row = (await self._conn.execute(sql.SELECT_TASK_FOR_UPDATE, params)).first()
         return None if row is None else task_from(row)
@@ -57,6 +84,7 @@ class SqlTaskRepository:
     async def update(self, task: Task, *, expected_version: int) -> bool:
         if task.user_id != self._owner:
             raise ForeignTask(str(task.id))
+        await self._head.claim()
         params = sql.update_params(self._owner, task, expected_version)
         result = await self._conn.execute(sql.UPDATE_TASK, params)
         return bool(result.rowcount == 1)
@@ -65,6 +93,7 @@ class SqlTaskRepository:
         self, task_id: uuid.UUID, *, expected_version: int, deleted_at: datetime
     ) -> bool:
         params = {"owner": self._owner, "task_id": task_id, "expected_version": expected_version}
+        await self._head.claim()
         result = await self._conn.execute(sql.DELETE_TASK, params)
         if result.rowcount != 1:
             return False
@@ -77,6 +106,7 @@ class SqlTaskRepository:
         return True
 
     async def purge_tombstones(self, *, deleted_before: datetime, limit: int) -> int:
+        await self._head.claim()
         params = {"owner": self._owner, "deleted_before": deleted_before, "limit": limit}
         result = await self._conn.execute(sql.PURGE_TOMBSTONES, params)
         return int(result.rowcount)

@@ -11,11 +11,11 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sql import row_security
-from adapters.sql import statements as sql
 from adapters.sqlalchemy.engine import WRITE_OPTION
 from adapters.sqlalchemy.errors import unavailable
 from adapters.sqlalchemy.idempotency import SqlIdempotencyStore
 from adapters.sqlalchemy.repository import (
+    OwnersHead,
     SqlTaskRepository,
     get_task,
     list_changes,
@@ -82,8 +82,8 @@ class SqlUnitOfWork:
     waiting a second under load. Writers in other processes still meet that
     wait. PostgreSQL needs no turns; row-level security's user is set for
     the transaction. Either way the owner's next change number is taken
-    first (``claim_head``), before any row lock, so that writers of one owner
-    never wait on each other in a cycle.
+    before any row lock (``OwnersHead``), so that writers of one owner never
+    wait on each other in a cycle.
     """
 
     tasks: SqlTaskRepository
@@ -112,17 +112,15 @@ class SqlUnitOfWork:
             await conn.begin()
             if conn.dialect.name == "postgresql":
                 await set_user(conn, self._owner)
-                await conn.execute(sql.CLAIM_HEAD_POSTGRESQL, {"owner": self._owner})
-            else:
-                await conn.execute(sql.CLAIM_HEAD_SQLITE, {"owner": self._owner})
         except BaseException as error:
             await self._release()
             mapped = unavailable(error) if isinstance(error, Exception) else error
             if mapped is error:
                 raise
             raise mapped from error
-        self.tasks = SqlTaskRepository(conn, self._owner)
-        self.idempotency = SqlIdempotencyStore(conn, self._owner)
+        head = OwnersHead(conn, self._owner)
+        self.tasks = SqlTaskRepository(conn, self._owner, head)
+        self.idempotency = SqlIdempotencyStore(conn, self._owner, head)
         return self
 
     async def __aexit__(

@@ -77,7 +77,7 @@ def test_a_new_read_that_ignores_its_owner_fails_loudly() -> None:
 def test_the_user_id_travels_only_as_unicode_escapes(owner: str) -> None:
     """No character of the id, whatever it is, can end the literal or reach the
     driver as a placeholder."""
-    batch = as_user(owner)
+    batch = as_user(owner, numbered=True)
     propagate, set_user, claim, notify = batch.split("; ")
     # The change number and the notification read the user back from the setting.
     assert set(re.findall(r"'([^']*)'", claim + notify)) == {
