@@ -22,6 +22,9 @@ from entrypoints.settings import Settings, describe_error
 
 log = get_logger("cli")
 
+WORKER_HEALTHCHECK_S = 30
+"""How long a worker process may take to answer its supervisor's ping (``--workers``)."""
+
 
 class CommandError(Exception):
     """Stops the command with a one-line message and exit status 1."""
@@ -89,6 +92,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # X-Forwarded-* are the app's to read, from TASKVAULT_TRUSTED_PROXIES only.
         proxy_headers=False,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        # uvicorn's 5 s: a worker still starting on a busy machine (spawned, so
+        # it imports everything afresh) missed its ping, was killed and
+        # respawned, again and again, and never served. A crashed worker is
+        # still replaced at once; only a hung one now takes this long.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
     )
     return 0
 

@@ -18,7 +18,12 @@ from application.ports import PoolStatus
 from application.signals import ChangeSignals, poll_heads
 
 WATCH_INTERVAL_S = 0.25
-"""How often, while requests wait, this store looks for other processes' commits."""
+"""How often, while requests wait, this store reads their users' heads (PostgreSQL)."""
+
+PROBE_INTERVAL_S = 0.1
+"""How often, while requests wait, SQLite's commit counter is read: microseconds
+each, and a tenth of a second leaves most of the one second a wake may take to
+a loaded machine."""
 
 
 class SqlAlchemyStorage:
@@ -69,7 +74,7 @@ class SqlAlchemyStorage:
         probe = sqlite3.connect(self.engine.url.database, check_same_thread=False)
         try:
             await poll_heads(
-                self, signals, interval_s=WATCH_INTERVAL_S, changed=_data_version(probe)
+                self, signals, interval_s=PROBE_INTERVAL_S, changed=_data_version(probe)
             )
         finally:
             probe.close()
