@@ -36,10 +36,12 @@ format: install
 	$(BIN)/ruff check --fix .
 
 # Benchmarks, not part of `make test` (bench/README.md): DB=sqlite, BENCH_DURATION, BENCH_ROUNDS.
+# bench/sync.py runs on PostgreSQL and SQLite unless DB names one.
 bench: install
 	@command -v wrk >/dev/null 2>&1 || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/sync.py
 
 # Soak, not part of `make test` (README "Reliability"): a real taskvault on PostgreSQL
 # (database taskvault_soak, recreated and dropped) at a fixed rate. SOAK_SECONDS, SOAK_RATE.

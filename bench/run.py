@@ -59,6 +59,8 @@ import asyncpg
 import httpx
 from jose import jwt
 
+from adapters.sql.tables import metadata
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 WRK_SCRIPTS = BENCH / "wrk"
@@ -76,6 +78,8 @@ TARGET_LABELS = {"taskvault": "taskvault", "floor": "FastAPI floor", "raw": "raw
 MAIN_DB = "taskvault_bench"
 SCALE_DB = "taskvault_bench_scale"
 APP_ROLE = "taskvault_bench_app"
+APP_TABLES = ", ".join(metadata.tables)
+"""Every table of the schema: the app reads and writes them all (the feed's too)."""
 USER_PREFIX = "user"
 DEEP_PREFIX = "deep"
 DEEP_TASKS = 10_000
@@ -513,7 +517,7 @@ def pg_grant(database_dsn: str) -> None:
             database_dsn,
             [
                 f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}",
-                f"GRANT SELECT, INSERT, UPDATE, DELETE ON tasks, idempotency_keys TO {APP_ROLE}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON {APP_TABLES} TO {APP_ROLE}",
             ],
         )
     )

@@ -14,6 +14,11 @@ fill
     until the table holds --total-rows rows, generated inside the database
     (generate_series on PostgreSQL, a recursive CTE on SQLite).
 
+Each user's tasks get change numbers 1, 2, ... (``change_seq``, oldest first,
+as one create after another would) and the user's ``sync_heads`` row the
+highest of them, so the change feed reads seeded rows like written ones and
+the service's next write takes the number after them.
+
 The database must already be migrated (taskvault migrate). The columns written
 follow the live table: derived columns the seeder knows (search_text) are
 filled the way taskvault fills them, and an unknown NOT NULL column without a
@@ -67,6 +72,7 @@ KNOWN_COLUMNS = (
     "updated_at",
     "version",
     "search_text",
+    "change_seq",
 )
 
 # A UUIDv7 for a timestamp ``ts``: gen_random_uuid() with its first 48 bits
@@ -91,6 +97,8 @@ _PG_FILL_VALUES = {
     # ASCII only, so lower() is what str.casefold() gives.
     "search_text": "lower('Filler task ' || g) || chr(31) "
     f"|| CASE WHEN g % 4 = 0 THEN lower('{FILLER_DESCRIPTION}') ELSE '' END",
+    # A filler user's tasks are g = 50u .. 50u + 49: numbers 1..50.
+    "change_seq": f"1 + g % {FILLER_TASKS_PER_USER}",
 }
 _PG_FILL_FROM = """
 FROM (SELECT g, $3::timestamptz - make_interval(secs => g - $1) AS ts
@@ -115,7 +123,21 @@ _SQLITE_FILL_VALUES = {
     "version": "1",
     "search_text": "lower('Filler task ' || g) || char(31) "
     f"|| CASE WHEN g % 4 = 0 THEN lower('{FILLER_DESCRIPTION}') ELSE '' END",
+    "change_seq": f"1 + g % {FILLER_TASKS_PER_USER}",
 }
+
+# Each seeded user's head: its highest change number. A user filled over two
+# runs of ``fill`` keeps the higher head.
+_PG_HEADS = """
+INSERT INTO sync_heads (user_id, change_seq)
+SELECT user_id, max(change_seq) FROM tasks WHERE {where} GROUP BY user_id
+ON CONFLICT (user_id)
+DO UPDATE SET change_seq = greatest(sync_heads.change_seq, excluded.change_seq)"""
+_SQLITE_HEADS = """
+INSERT INTO sync_heads (user_id, change_seq)
+SELECT user_id, max(change_seq) FROM tasks WHERE {where} GROUP BY user_id
+ON CONFLICT (user_id)
+DO UPDATE SET change_seq = max(sync_heads.change_seq, excluded.change_seq)"""
 _SQLITE_FILL_WITH = """
 WITH RECURSIVE s(g) AS (SELECT ? UNION ALL SELECT g + 1 FROM s WHERE g < ?),
 t AS (SELECT g, ? - (g - ?) * 1000 AS ms FROM s)"""
@@ -229,6 +251,7 @@ def task_rows(
             "created_at": created,
             "updated_at": created,
             "version": 1,
+            "change_seq": i + 1,
         }
         if search_key is not None:
             row["search_text"] = search_key(title, description)
@@ -258,7 +281,9 @@ async def seed_users_pg(dsn: str, users: list[str], tasks: int, now: datetime) -
             ids[user] = [row[at_id] for row in rows]
             records.extend(rows)
         await conn.copy_records_to_table("tasks", records=records, columns=list(columns))
-        await conn.execute("ANALYZE tasks")
+        if "change_seq" in columns:
+            await conn.execute(_PG_HEADS.format(where="user_id = ANY($1::text[])"), users)
+        await conn.execute("ANALYZE")
     finally:
         await conn.close()
     return ids
@@ -287,6 +312,9 @@ def seed_users_sqlite(path: str, users: list[str], tasks: int, now: datetime) ->
                 rows = list(task_rows(user, tasks, now, columns))
                 ids[user] = [row[at_id] for row in rows]
                 conn.executemany(insert, [tuple(map(_sqlite_value, row)) for row in rows])
+            if "change_seq" in columns:
+                marks = ", ".join("?" * len(users))
+                conn.execute(_SQLITE_HEADS.format(where=f"user_id IN ({marks})"), users)
         conn.execute("ANALYZE")
     finally:
         conn.close()
@@ -313,7 +341,9 @@ async def fill_pg(dsn: str, total_rows: int, now: datetime) -> int:
             oldest = now - timedelta(days=400)
             sql = fill_sql(columns, _PG_FILL_VALUES, "", _PG_FILL_FROM)
             await conn.execute(sql, fillers, fillers + missing - 1, oldest)
-            await conn.execute("ANALYZE tasks")
+            if "change_seq" in columns:
+                await conn.execute(_PG_HEADS.format(where="user_id LIKE $1"), FILLER_PREFIX + "%")
+            await conn.execute("ANALYZE")
         return max(missing, 0)
     finally:
         await conn.close()
@@ -333,6 +363,9 @@ def fill_sqlite(path: str, total_rows: int, now: datetime) -> int:
             sql = fill_sql(columns, _SQLITE_FILL_VALUES, _SQLITE_FILL_WITH, "\nFROM t")
             with conn:
                 conn.execute(sql, (fillers, fillers + missing - 1, oldest_ms, fillers))
+                if "change_seq" in columns:
+                    heads = _SQLITE_HEADS.format(where="user_id LIKE ?")
+                    conn.execute(heads, (FILLER_PREFIX + "%",))
             conn.execute("ANALYZE")
         return max(missing, 0)
     finally:

@@ -47,9 +47,13 @@ import asyncpg
 import httpx
 from jose import jwt
 
+from adapters.sql.tables import metadata
+
 TASKVAULT = str(Path(sys.executable).with_name("taskvault"))
 DATABASE = "taskvault_soak"
 APP_ROLE = "taskvault_soak_app"
+APP_TABLES = ", ".join(metadata.tables)
+"""Every table of the schema: the app reads and writes them all (the feed's too)."""
 USERS = 20
 REQUEST_TIMEOUT_S = 10.0
 REPORT_EVERY_S = 10.0
@@ -147,7 +151,7 @@ def prepare_database(options: Options, password: str) -> str:
             owner,
             [
                 f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}",
-                f"GRANT SELECT, INSERT, UPDATE, DELETE ON tasks, idempotency_keys TO {APP_ROLE}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON {APP_TABLES} TO {APP_ROLE}",
             ],
         )
     )
