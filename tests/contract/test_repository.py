@@ -50,6 +50,40 @@ async def test_add_then_get_in_the_same_unit_of_work_and_after_commit(
     assert await fetch_all(storage, ALICE) == [task]
 
 
+async def test_many_adds_in_one_unit_of_work_are_all_read_back_and_stored(
+    storage: Storage, ids: SequentialIds
+) -> None:
+    """A batch's creates (which a store may send together) each land, in the
+    transaction's later reads and after the commit."""
+    tasks = [make_task(ids.new_id(), title=f"Task {n}") for n in range(5)]
+    async with storage.unit_of_work(ALICE) as uow:
+        for task in tasks[:3]:
+            await uow.tasks.add(task)
+        assert await uow.tasks.get(tasks[1].id) == tasks[1]
+        for task in tasks[3:]:
+            await uow.tasks.add(task)
+        assert _by_id(await uow.tasks.list(TaskQuery(limit=10))) == tasks
+        await uow.commit()
+
+    assert _by_id(await fetch_all(storage, ALICE)) == tasks
+
+
+def _by_id(tasks: list[Task]) -> list[Task]:
+    return sorted(tasks, key=lambda task: task.id)
+
+
+async def test_adds_not_committed_are_rolled_back_together(
+    storage: Storage, ids: SequentialIds
+) -> None:
+    with contextlib.suppress(Boom):
+        async with storage.unit_of_work(ALICE) as uow:
+            for n in range(3):
+                await uow.tasks.add(make_task(ids.new_id(), title=f"Task {n}"))
+            raise Boom
+
+    assert await fetch_all(storage, ALICE) == []
+
+
 async def test_get_returns_none_for_a_missing_id(storage: Storage, ids: SequentialIds) -> None:
     task = make_task(ids.new_id())
     await store(storage, task)

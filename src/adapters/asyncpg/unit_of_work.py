@@ -30,15 +30,39 @@ class _Transaction:
     in flight must reach its non-blocking key lock and answer 409, not queue
     behind the first request's lock on the head. The only locks taken before
     the head are those non-blocking ones, so writers never wait in a cycle.
+
+    New tasks are inserted together, just before the next statement or the
+    commit: nothing reads an insert's result, and a batch's creates then
+    cost one round trip, not one each.
     """
 
-    __slots__ = ("_owner", "connection", "numbered", "open")
+    __slots__ = ("_inserts", "_owner", "connection", "numbered", "open")
 
     def __init__(self, connection: asyncpg.Connection, owner: str) -> None:
         self.connection = connection
         self.open = False
         self.numbered = False
         self._owner = owner
+        self._inserts: list[dict[str, Any]] = []
+
+    async def insert_later(self, task: Task) -> None:
+        """Queue ``task``'s insert, in the transaction with its change number claimed."""
+        await self.begun(numbered=True)
+        self._inserts.append(task_row(task))
+
+    async def flushed(self) -> asyncpg.Connection:
+        """The connection, with the queued inserts sent."""
+        conn = self.connection
+        if self._inserts:
+            rows, self._inserts = self._inserts, []
+            if len(rows) == 1:
+                statement, params = sql.INSERT_TASK, rows[0]
+            else:
+                statement = sql.INSERT_TASKS_POSTGRESQL
+                params = sql.insert_tasks_params(self._owner, rows)
+            compiled = compiled_sql.compiled(statement)
+            await conn.execute(compiled.text, *compiled.args(params))
+        return conn
 
     async def begun(self, *, numbered: bool = False) -> asyncpg.Connection:
         """The connection inside the transaction, begun now (with the user set) if
@@ -53,7 +77,7 @@ class _Transaction:
         elif numbered and not self.numbered:
             self.numbered = True
             await self.connection.execute(compiled_sql.CLAIM_AND_NOTIFY)
-        return self.connection
+        return await self.flushed()
 
     async def execute(
         self, statement: ClauseElement, params: Mapping[str, Any], *, numbered: bool = True
@@ -81,7 +105,7 @@ class PgTaskRepository:
     async def add(self, task: Task) -> None:
         if task.user_id != self._owner:
             raise ForeignTask(str(task.id))
-        await self._tx.execute(sql.INSERT_TASK, task_row(task))
+        await self._tx.insert_later(task)
 
     async def get(self, task_id: uuid.UUID) -> Task | None:
         params = {"owner": self._owner, "task_id": task_id}
@@ -174,7 +198,7 @@ class PgUnitOfWork:
         tx = self._tx
         assert tx is not None
         if tx.open:
-            await tx.connection.execute("COMMIT")
+            await (await tx.flushed()).execute("COMMIT")
         # Only now: a COMMIT that failed or timed out leaves the connection in
         # doubt, and ``__aexit__`` must not return it to the pool as it is.
         tx.open = False

@@ -90,12 +90,32 @@ def select_task(owner: Owner, _shape: ListShape | None = None) -> Select[Any]:
 
 SELECT_TASK: Select[Any] = select_task(OWNER)
 SELECT_TASK_FOR_UPDATE: Select[Any] = SELECT_TASK.with_for_update()
+_INSERTED = [c for c in tasks.c if c.name != "change_seq"]
 INSERT_TASK: Insert = insert(tasks).values(
     {
-        **{c.name: _param(c.name, c) for c in tasks.c if c.name != "change_seq"},
+        **{c.name: _param(c.name, c) for c in _INSERTED},
         "change_seq": _head(bindparam("user_id", type_=String)),
     }
 )
+
+
+def _insert_tasks_postgresql() -> Insert:
+    each = (bindparam(f"{c.name}_each", type_=postgresql.ARRAY(c.type)) for c in _INSERTED)
+    new = func.unnest(*each).table_valued(*(c.name for c in _INSERTED)).render_derived(name="new")
+    rows = select(*(new.c[c.name] for c in _INSERTED), _head(OWNER))
+    return insert(tasks).from_select([*(c.name for c in _INSERTED), "change_seq"], rows)
+
+
+INSERT_TASKS_POSTGRESQL: Insert = _insert_tasks_postgresql()
+"""PostgreSQL: an owner's new tasks in one statement, a column's values an
+array (``insert_tasks_params``): planned and run once, not once a task."""
+
+
+def insert_tasks_params(owner: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``INSERT_TASKS_POSTGRESQL``'s parameters for ``task_row`` rows."""
+    return {"owner": owner, **{f"{c.name}_each": [row[c.name] for row in rows] for c in _INSERTED}}
+
+
 UPDATE_TASK: Update = (
     update(tasks)
     .where(_owned(OWNER), tasks.c.version == bindparam("expected_version"))
