@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default TASKVAULT_PORT)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+    serve.add_argument(
+        "--root-path",
+        default="",
+        help="the path prefix a reverse proxy serves the API under (e.g. /taskvault)",
+    )
 
     commands.add_parser("migrate", help="apply database migrations")
 
@@ -89,6 +94,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # X-Forwarded-* are the app's to read, from TASKVAULT_TRUSTED_PROXIES only.
         proxy_headers=False,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        # Links, Location and the OpenAPI document's server name the public prefix.
+        root_path=args.root_path,
     )
     return 0
 
