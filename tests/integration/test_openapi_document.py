@@ -171,3 +171,30 @@ async def test_a_json_null_completion_body_is_refused_as_the_document_offers_non
     )
     assert response.status_code == 422, response.text
     assert response.json()["type"] == "/problems/validation-failed"
+
+
+async def test_cors_exposes_every_response_header_the_document_declares() -> None:
+    """A browser client can read each header its generated types promise."""
+    declared = {
+        name.lower()
+        for operation in _operations(await _served("")).values()
+        for response in operation["responses"].values()
+        for name in response.get("headers", {})
+    }
+    app = create_app(
+        Settings(  # type: ignore[call-arg]
+            database_url="memory://",
+            jwt_secret=SecretStr(SECRET),
+            cors_origins=("https://app.example",),
+            _env_file=None,
+        )
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+            response = await client.get("/healthz", headers={"Origin": "https://app.example"})
+    exposed = {
+        h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")
+    }
+    assert declared >= {"etag", "link", "location", "retry-after", "x-request-id"}
+    assert declared <= exposed, declared - exposed
