@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default TASKVAULT_PORT)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+    serve.add_argument(
+        "--root-path",
+        default="",
+        help="the path prefix a reverse proxy serves the API under (e.g. /taskvault)",
+    )
 
     commands.add_parser("migrate", help="apply database migrations")
 
@@ -97,6 +102,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # respawned, again and again, and never served. A crashed worker is
         # still replaced at once; only a hung one now takes this long.
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+        # Links, Location and the OpenAPI document's server name the public prefix.
+        root_path=args.root_path,
     )
     return 0
 

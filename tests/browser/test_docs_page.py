@@ -174,8 +174,8 @@ def test_docs_page_authorizes_creates_and_lists_with_the_network_closed(
         for item in spec["paths"].values()
         for operation in item.values()
     ]
-    assert ("tasks", "create_task") in operations
-    assert ("tasks", "list_tasks") in operations
+    assert ("tasks", "createTask") in operations
+    assert ("tasks", "listTasks") in operations
     for tag, operation_id in operations:
         expect(page.locator(f"#operations-{tag}-{operation_id}")).to_have_count(1)
     expect(page.locator(".errors-wrapper")).to_have_count(0)
@@ -190,7 +190,7 @@ def test_docs_page_authorizes_creates_and_lists_with_the_network_closed(
     expect(page.locator(".auth-wrapper button.authorize")).to_have_class("btn authorize locked")
 
     # Create a task: Try it out, edit the body, Execute.
-    create = _operation(page, "create_task")
+    create = _operation(page, "createTask")
     create.locator('tr[data-param-name="user_id"] input').fill("alice")
     body = create.locator("textarea.body-param__text")
     assert set(json.loads(body.input_value())) == WRITABLE_FIELDS
@@ -208,7 +208,7 @@ def test_docs_page_authorizes_creates_and_lists_with_the_network_closed(
     expect(page.locator(".auth-wrapper button.authorize")).to_have_class("btn authorize locked")
 
     # List tasks through the page: the created title is in the response shown.
-    listing = _operation(page, "list_tasks")
+    listing = _operation(page, "listTasks")
     listing.locator('tr[data-param-name="user_id"] input').fill("me")
     status, listed = _execute(listing)
     assert status == 200, listed

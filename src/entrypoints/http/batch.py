@@ -28,6 +28,7 @@ from application.batch import (
 )
 from application.errors import ConcurrentUpdate, FailedDependency, PreconditionFailed
 from domain.errors import TaskNotFound
+from entrypoints.http import problems
 from entrypoints.http.conditional import IDEMPOTENCY_KEY_PARAMETER, idempotency_key
 from entrypoints.http.deps import Caller, service, spend_more
 from entrypoints.http.errors import problem_of
@@ -136,7 +137,7 @@ async def _result_body(
 
 @router.post(
     "/batch",
-    operation_id="batch_tasks",
+    operation_id="batchTasks",
     summary="Apply several writes in one request",
     description=(
         "Up to 100 operations, applied in order in one transaction. Each result is the "
@@ -145,7 +146,7 @@ async def _result_body(
         "one request per operation against the rate limit."
     ),
     response_model=BatchOut,
-    responses=problem_docs(400, 401, 403, 409, 413, 415, 422, 429, 503),
+    responses=problem_docs(400, 401, 403, problems.REQUEST_IN_FLIGHT, 413, 415, 422, 429, 503),
     openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
 async def batch_tasks(request: Request, user_id: str, caller: Caller, body: BatchBody) -> Response:

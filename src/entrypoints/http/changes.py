@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from application.sync import Change, FeedQuery, Tombstone
 from domain.task import Task
+from entrypoints.http import problems
 from entrypoints.http.deps import Caller, service
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.problems import problem_docs
@@ -27,7 +28,7 @@ def _change_body(change: Change) -> dict[str, object]:
 
 @router.get(
     "/changes",
-    operation_id="list_changes",
+    operation_id="listChanges",
     summary="Changes since a sync token",
     description=(
         "Without `since`: every live task, in pages. With `since`: every change committed "
@@ -35,7 +36,7 @@ def _change_body(change: Change) -> dict[str, object]:
         "while `has_more`; then poll with it later, or hold the request with `wait`."
     ),
     response_model=ChangesOut,
-    responses=problem_docs(401, 403, 410, 422, 429, 503),
+    responses=problem_docs(401, 403, 410, problems.VALIDATION_FAILED, 429, 503),
     openapi_extra={"parameters": query_parameters(FeedParams)},
 )
 async def list_changes(request: Request, user_id: str, caller: Caller) -> Response:

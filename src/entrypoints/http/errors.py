@@ -26,7 +26,8 @@ from application.errors import (
     SyncTokenExpired,
 )
 from domain.errors import InvalidTask, TaskNotFound
-from entrypoints.http.problems import problem_response
+from entrypoints.http import problems
+from entrypoints.http.problems import ProblemKind, kind_of_status, problem_response
 
 RETRY_AFTER_S = "2"
 
@@ -42,11 +43,11 @@ def _path(request: Request) -> str:
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]
 
 
-def _fixed(status: int, detail: str, headers: dict[str, str] | None = None) -> Handler:
+def _fixed(kind: ProblemKind, detail: str, headers: dict[str, str] | None = None) -> Handler:
     """A handler whose answer depends only on the error's type."""
 
     def handler(request: Request, _: Exception) -> Response:
-        return problem_response(status, detail, instance=_path(request), headers=headers)
+        return problem_response(kind, detail, instance=_path(request), headers=headers)
 
     return handler
 
@@ -65,9 +66,13 @@ def _invalid_query(request: Request, error: Exception) -> Response:
     )
 
 
-def _unprocessable(request: Request, errors: list[dict[str, Any]]) -> Response:
+def _unprocessable(
+    request: Request,
+    errors: list[dict[str, Any]],
+    kind: ProblemKind = problems.VALIDATION_FAILED,
+) -> Response:
     return problem_response(
-        422, "The request is not valid.", instance=_path(request), errors=errors
+        kind, "The request is not valid.", instance=_path(request), errors=errors
     )
 
 
@@ -81,13 +86,14 @@ def _key_reused(request: Request, _: Exception) -> Response:
                 "type": "idempotency_key_reused",
             }
         ],
+        problems.IDEMPOTENCY_KEY_REUSED,
     )
 
 
 def _rate_limited(request: Request, error: Exception) -> Response:
     assert isinstance(error, RateLimited)
     return problem_response(
-        429,
+        problems.RATE_LIMITED,
         "Too many requests; slow down.",
         instance=_path(request),
         headers={"Retry-After": str(max(1, error.retry_after_s))},
@@ -98,7 +104,9 @@ def _request_validation(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     details = list(error.errors())
     if any(d.get("type") == "json_invalid" for d in details):
-        return problem_response(400, "The request body is not valid JSON.", instance=_path(request))
+        return problem_response(
+            problems.MALFORMED_JSON, "The request body is not valid JSON.", instance=_path(request)
+        )
     errors = [
         {
             "loc": list(d.get("loc", ())),
@@ -114,17 +122,24 @@ def _http_exception(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     if error.status_code == 405:
         return problem_response(
-            405,
+            problems.METHOD_NOT_ALLOWED,
             f"{request.method} is not allowed here.",
             instance=_path(request),
             headers={"Allow": allowed_methods(request)},
         )
     if error.status_code == 404:
-        return problem_response(404, "No route matches this path.", instance=_path(request))
+        return problem_response(
+            problems.NOT_FOUND, "No route matches this path.", instance=_path(request)
+        )
+    # Only the 400 of a body FastAPI cannot parse gets here: no route raises others.
+    kind = kind_of_status(error.status_code) or problems.MALFORMED_JSON
     headers = dict(error.headers or {})
-    return problem_response(
-        error.status_code, str(error.detail), instance=_path(request), headers=headers
-    )
+    return problem_response(kind, str(error.detail), instance=_path(request), headers=headers)
+
+
+async def method_not_allowed(request: Request) -> Response:
+    """The 405 of a concrete path for a method only its templated sibling takes."""
+    raise StarletteHTTPException(405)
 
 
 def allowed_methods(request: Request) -> str:
@@ -137,7 +152,8 @@ def allowed_methods(request: Request) -> str:
     for route in request.app.router.routes:
         match, _ = route.matches({**request.scope, "method": "GET"})
         route_methods = getattr(route, "methods", None)
-        if match is not Match.NONE and route_methods:
+        answers = getattr(route, "endpoint", None) is not method_not_allowed
+        if match is not Match.NONE and route_methods and answers:
             parameters = len(getattr(route, "param_convertors", {}))
             by_parameters.setdefault(parameters, set()).update(route_methods)
     if not by_parameters:
@@ -146,33 +162,41 @@ def allowed_methods(request: Request) -> str:
 
 
 HANDLERS: dict[type[Exception], Handler] = {
-    TaskNotFound: _fixed(404, "Task not found."),
-    Forbidden: _fixed(403, "You can only access your own tasks."),
-    PreconditionFailed: _fixed(412, "If-Match does not match the task's current ETag."),
+    TaskNotFound: _fixed(problems.NOT_FOUND, "Task not found."),
+    Forbidden: _fixed(problems.FORBIDDEN, "You can only access your own tasks."),
+    PreconditionFailed: _fixed(
+        problems.PRECONDITION_FAILED, "If-Match does not match the task's current ETag."
+    ),
     ConcurrentUpdate: _fixed(
-        409,
+        problems.CONCURRENT_UPDATE,
         "The task changed repeatedly while this update was applied; retry.",
         {"Retry-After": "1"},
     ),
     RequestInFlight: _fixed(
-        409,
+        problems.REQUEST_IN_FLIGHT,
         "A request with this Idempotency-Key is still in flight; retry shortly.",
         {"Retry-After": "1"},
     ),
-    MissingToken: _fixed(401, "A bearer token is required.", {"WWW-Authenticate": "Bearer"}),
+    MissingToken: _fixed(
+        problems.UNAUTHORIZED, "A bearer token is required.", {"WWW-Authenticate": "Bearer"}
+    ),
     InvalidToken: _fixed(
-        401,
+        problems.UNAUTHORIZED,
         "The bearer token is not valid.",
         {"WWW-Authenticate": 'Bearer error="invalid_token"'},
     ),
     StorageUnavailable: _fixed(
-        503, "The database is unavailable; retry later.", {"Retry-After": RETRY_AFTER_S}
+        problems.SERVICE_UNAVAILABLE,
+        "The database is unavailable; retry later.",
+        {"Retry-After": RETRY_AFTER_S},
     ),
     SyncTokenExpired: _fixed(
-        410, "The sync token is past the retention horizon; sync again without since."
+        problems.SYNC_TOKEN_EXPIRED,
+        "The sync token is past the retention horizon; sync again without since.",
     ),
     FailedDependency: _fixed(
-        424, "Not applied: another operation of this atomic batch failed; nothing changed."
+        problems.FAILED_DEPENDENCY,
+        "Not applied: another operation of this atomic batch failed; nothing changed.",
     ),
     InvalidTask: _invalid_task,
     InvalidQuery: _invalid_query,

@@ -22,9 +22,10 @@ class Health(BaseModel):
 
 @router.get(
     "/healthz",
-    operation_id="check_liveness",
+    operation_id="healthz",
     summary="Liveness: 200 while the process runs",
     response_model=Health,
+    openapi_extra={"security": []},
 )
 async def healthz() -> Response:
     return JSONResponse({"status": "ok"})
@@ -32,16 +33,17 @@ async def healthz() -> Response:
 
 @router.get(
     "/readyz",
-    operation_id="check_readiness",
+    operation_id="readyz",
     summary="Readiness: 200 when the database answers, else 503",
     response_model=Health,
     responses={
         503: {
             "description": "The database does not answer.",
             "model": Health,
-            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
         }
     },
+    openapi_extra={"security": []},
 )
 async def readyz(request: Request) -> Response:
     try:

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from entrypoints import logging as logging_context
+from entrypoints.http import problems
 from entrypoints.http.problems import problem_response
 from entrypoints.logging import get_logger
 
@@ -72,7 +73,9 @@ class RequestContextMiddleware:
             status = 500
             error_log.error("unhandled error", extra={"error_type": type(error).__name__})
             if not response_started:
-                response = problem_response(500, "Internal server error.", instance=scope["path"])
+                response = problem_response(
+                    problems.INTERNAL_ERROR, "Internal server error.", instance=scope["path"]
+                )
                 await response(scope, receive, send_with_headers)
         finally:
             if access_log.isEnabledFor(logging.INFO):
@@ -131,7 +134,7 @@ class BodyGuardMiddleware:
         body = b"".join(chunks)
         if body and not _is_json(_header(scope, b"content-type")):
             response = problem_response(
-                415,
+                problems.UNSUPPORTED_MEDIA_TYPE,
                 "The request body must be JSON (Content-Type: application/json).",
                 instance=scope["path"],
             )
@@ -141,7 +144,7 @@ class BodyGuardMiddleware:
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(
-            413,
+            problems.BODY_TOO_LARGE,
             f"The request body is larger than {self.max_bytes} bytes.",
             instance=scope["path"],
             headers={"Connection": "close"},

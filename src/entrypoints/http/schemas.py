@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
@@ -16,11 +17,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     StrictBool,
     StringConstraints,
     ValidationError,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from application.batch import BATCH_MAX
 from application.commands import TaskPatch
@@ -84,10 +87,29 @@ DueAt = Annotated[
 QueryTime = Annotated[AwareDatetime | None, BeforeValidator(_rfc3339_string), _domain(check_due_at)]
 
 
+def _defaults_in_words(schema: dict[str, Any]) -> None:
+    """A request body's defaults said in each description, not as ``default``.
+
+    The service fills in a field left out; but openapi-typescript's default
+    options make every property with a ``default`` required, request bodies
+    included, so a client could not leave it out.
+    """
+    for field in schema.get("properties", {}).values():
+        if "default" in field:
+            default = json.dumps(field.pop("default"))
+            field["description"] = f"{field.get('description', '')} Default: `{default}`.".lstrip()
+
+
+def _no_defaults(schema: dict[str, Any]) -> None:
+    """A PATCH field left out is left as it is: it has no default."""
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
+
+
 class TaskWrite(BaseModel):
     """A whole task as a client writes it (create and PUT)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_defaults_in_words)
 
     title: Title
     description: Description = None
@@ -103,12 +125,14 @@ class TaskWrite(BaseModel):
 class TaskPatchBody(BaseModel):
     """Only the fields sent change; ``description`` and ``due_at`` may be set to null."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_defaults)
 
-    title: Title | None = None
+    # ``None`` stands for "not sent" here; null itself is refused (``_not_null``),
+    # so the document does not offer it.
+    title: Title | SkipJsonSchema[None] = None
     description: Description = None
-    completed: StrictBool | None = None
-    priority: Priority | None = None
+    completed: StrictBool | SkipJsonSchema[None] = None
+    priority: Priority | SkipJsonSchema[None] = None
     due_at: DueAt = None
 
     @field_validator("title", "completed", "priority", mode="before")
@@ -160,6 +184,14 @@ SortParam = Literal[
 ]
 
 
+def _sort_varnames() -> list[JsonValue]:
+    """Enum member names for generated clients: ``-due_at`` is ``DUE_AT_DESC``."""
+    return [
+        f"{value.lstrip('-').upper()}{'_DESC' if value.startswith('-') else ''}"
+        for value in get_args(SortParam)
+    ]
+
+
 class ListParams(BaseModel):
     """Query parameters of the task list; unknown names are ignored.
 
@@ -179,7 +211,11 @@ class ListParams(BaseModel):
     )
     due_before: QueryTime = None
     due_after: QueryTime = None
-    sort: SortParam = Field(default="-created_at", description="Sort key; `-` for descending.")
+    sort: SortParam = Field(
+        default="-created_at",
+        description="Sort key; `-` for descending.",
+        json_schema_extra={"x-enum-varnames": _sort_varnames()},
+    )
     limit: int = Field(default=PAGE_SIZE_DEFAULT, ge=PAGE_SIZE_MIN, le=PAGE_SIZE_MAX)
     cursor: str | None = Field(
         default=None, max_length=1024, description="From the previous page's `Link` header."

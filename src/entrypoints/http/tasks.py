@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Path, Request
+from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
 from application.queries import Sort, SortField, Status, TaskFilter, TaskQuery
 from application.task_service import ME
 from domain.task import Task
+from entrypoints.http import problems
 from entrypoints.http.conditional import (
     IDEMPOTENCY_KEY_PARAMETER,
     IF_MATCH,
@@ -35,9 +37,18 @@ router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"])
 _ETAG = {
     "ETag": {"description": "Strong validator of this task state.", "schema": {"type": "string"}}
 }
-_COMMON = (401, 403, 422, 429, 503)
+_COMMON = (401, 403, problems.VALIDATION_FAILED, 429, 503)
 _ON_TASK = (*_COMMON, 404)
-_WRITE = (*_ON_TASK, 400, 412, 413, 415)
+# A write retried by the service that keeps losing to other writers: a 409.
+_WRITE = (*_ON_TASK, 400, problems.CONCURRENT_UPDATE, 412, 413, 415)
+_CREATE = (*_COMMON, problems.IDEMPOTENCY_KEY_REUSED, 400, problems.REQUEST_IN_FLIGHT, 413, 415)
+
+# A string, not a UUID, to the handler: a malformed id is the same 404 as a
+# missing one, not a 422. Documented as what every valid id is.
+TaskId = Annotated[
+    str,
+    Path(description="The task's `id`.", json_schema_extra={"format": "uuid"}),
+]
 
 
 def _task_response(
@@ -60,7 +71,7 @@ def _task_url(request: Request, task: Task) -> str:
 
 @router.get(
     "",
-    operation_id="list_tasks",
+    operation_id="listTasks",
     summary="List your tasks",
     response_model=list[TaskOut],
     responses={
@@ -104,7 +115,7 @@ async def list_tasks(request: Request, user_id: str, caller: Caller) -> Response
 
 @router.post(
     "",
-    operation_id="create_task",
+    operation_id="createTask",
     summary="Create a task",
     status_code=201,
     response_model=TaskOut,
@@ -115,7 +126,7 @@ async def list_tasks(request: Request, user_id: str, caller: Caller) -> Response
                 "Location": {"description": "URL of the new task.", "schema": {"type": "string"}},
             }
         },
-        **problem_docs(*_COMMON, 400, 409, 413, 415),
+        **problem_docs(*_CREATE),
     },
     openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
@@ -132,7 +143,7 @@ async def create_task(
 
 @router.get(
     "/{task_id}",
-    operation_id="get_task",
+    operation_id="getTask",
     summary="Get a task",
     response_model=TaskOut,
     responses={
@@ -145,7 +156,7 @@ async def create_task(
 async def get_task(
     request: Request,
     user_id: str,
-    task_id: str,
+    task_id: TaskId,
     caller: Caller,
 ) -> Response:
     task = await service(request).get(caller, user_id, task_id)
@@ -157,7 +168,7 @@ async def get_task(
 
 @router.put(
     "/{task_id}",
-    operation_id="replace_task",
+    operation_id="replaceTask",
     summary="Replace a task's writable fields",
     response_model=TaskOut,
     responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
@@ -166,7 +177,7 @@ async def get_task(
 async def replace_task(
     request: Request,
     user_id: str,
-    task_id: str,
+    task_id: TaskId,
     caller: Caller,
     body: TaskWrite,
 ) -> Response:
@@ -182,7 +193,7 @@ async def replace_task(
 
 @router.patch(
     "/{task_id}",
-    operation_id="update_task",
+    operation_id="updateTask",
     summary="Update some fields of a task",
     response_model=TaskOut,
     responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
@@ -191,7 +202,7 @@ async def replace_task(
 async def update_task(
     request: Request,
     user_id: str,
-    task_id: str,
+    task_id: TaskId,
     caller: Caller,
     body: TaskPatchBody,
 ) -> Response:
@@ -207,17 +218,17 @@ async def update_task(
 
 @router.delete(
     "/{task_id}",
-    operation_id="delete_task",
+    operation_id="deleteTask",
     summary="Delete a task",
     status_code=204,
     response_class=Response,
-    responses=problem_docs(*_ON_TASK, 412, 413, 415),
+    responses=problem_docs(*_ON_TASK, problems.CONCURRENT_UPDATE, 412, 413, 415),
     openapi_extra={"parameters": [IF_MATCH]},
 )
 async def delete_task(
     request: Request,
     user_id: str,
-    task_id: str,
+    task_id: TaskId,
     caller: Caller,
 ) -> Response:
     await service(request).delete(
@@ -228,7 +239,7 @@ async def delete_task(
 
 @router.patch(
     "/{task_id}/complete",
-    operation_id="complete_task",
+    operation_id="completeTask",
     summary="Toggle completion, or set it with a body",
     response_model=TaskOut,
     responses={200: {"headers": _ETAG}, **problem_docs(*_WRITE)},
@@ -237,13 +248,24 @@ async def delete_task(
 async def complete_task(
     request: Request,
     user_id: str,
-    task_id: str,
+    task_id: TaskId,
     caller: Caller,
     body: Annotated[
         CompletionBody | None,
         Body(description="Omit the body to toggle; send `completed` to set it."),
     ] = None,
 ) -> Response:
+    if body is None and await request.body():
+        # A JSON null: the document offers an object or no body at all.
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body",),
+                    "msg": "send an object, or no body to toggle",
+                    "type": "model_type",
+                }
+            ]
+        )
     completed = None if body is None else body.completed
     task = await service(request).set_completed(
         caller,
