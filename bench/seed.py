@@ -1,6 +1,6 @@
 """Seed a taskvault database for benchmarks, through SQL rather than the API.
 
-Two subcommands, both writing rows that are valid per the schema (priority 1..3,
+Three subcommands, all writing rows that are valid per the schema (priority 1..3,
 version 1, UTC timestamps, UUIDv7 ids whose time matches ``created_at``):
 
 users
@@ -13,6 +13,13 @@ fill
     Adds rows of other users (other0000000, other0000001, ..., 50 tasks each)
     until the table holds --total-rows rows, generated inside the database
     (generate_series on PostgreSQL, a recursive CTE on SQLite).
+
+tombstones
+    --tombstones deleted tasks (for the change feed) of each of --count users
+    named as by ``users``, the newest deleted --age-days ago, one second
+    apart, written before each user's existing changes: they take change
+    numbers 1..n, and the user's tasks and head move up by n, as if the
+    deletes had come first.
 
 Each user's tasks get change numbers 1, 2, ... (``change_seq``, oldest first,
 as one create after another would) and the user's ``sync_heads`` row the
@@ -34,6 +41,8 @@ Examples:
         --total-rows 1000000
     python bench/seed.py users --database-url sqlite:///var/bench/taskvault_bench.db \\
         --prefix deep --count 1 --tasks 10000
+    python bench/seed.py tombstones --database-url sqlite:///var/bench/taskvault_bench.db \\
+        --prefix deep --count 1 --tombstones 10000 --age-days 40
 """
 
 from __future__ import annotations
@@ -321,6 +330,57 @@ def seed_users_sqlite(path: str, users: list[str], tasks: int, now: datetime) ->
     return ids
 
 
+def tombstone_rows(user: str, count: int, newest: datetime) -> Iterator[tuple[Any, ...]]:
+    """(user_id, id, change_seq, deleted_at): numbers 1..count, oldest first,
+    each task made a day before its delete."""
+    for i in range(count):
+        deleted = newest - timedelta(seconds=count - 1 - i)
+        made = deleted - timedelta(days=1)
+        yield user, uuid7_at(int(made.timestamp() * 1000)), i + 1, deleted
+
+
+# Each user's existing changes come after its tombstones'.
+_SHIFT_TASKS = "UPDATE tasks SET change_seq = change_seq + {n} WHERE user_id = {u}"
+_SHIFT_HEAD = """
+INSERT INTO sync_heads (user_id, change_seq) VALUES ({u}, {n})
+ON CONFLICT (user_id) DO UPDATE SET change_seq = sync_heads.change_seq + excluded.change_seq"""
+
+
+async def tombstones_pg(dsn: str, users: list[str], count: int, newest: datetime) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            for statement in (_SHIFT_TASKS, _SHIFT_HEAD):
+                sql = statement.format(u="$1", n="$2::bigint")
+                await conn.executemany(sql, [(user, count) for user in users])
+            await conn.copy_records_to_table(
+                "task_tombstones",
+                records=[row for user in users for row in tombstone_rows(user, count, newest)],
+                columns=["user_id", "id", "change_seq", "deleted_at"],
+            )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+def tombstones_sqlite(path: str, users: list[str], count: int, newest: datetime) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            for statement in (_SHIFT_TASKS, _SHIFT_HEAD):
+                sql = statement.format(u=":u", n=":n")
+                conn.executemany(sql, [{"u": user, "n": count} for user in users])
+            for user in users:
+                conn.executemany(
+                    "INSERT INTO task_tombstones (user_id, id, change_seq, deleted_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [tuple(map(_sqlite_value, r)) for r in tombstone_rows(user, count, newest)],
+                )
+        conn.execute("ANALYZE")
+    finally:
+        conn.close()
+
+
 def fill_sql(columns: tuple[str, ...], values: dict[str, str], head: str, source: str) -> str:
     """``INSERT INTO tasks (...) SELECT <expressions> <source>`` for the live columns."""
     expressions = ",\n       ".join(values[name] for name in columns)
@@ -383,18 +443,24 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     users = commands.add_parser("users", help="users with N tasks each (COPY / executemany)")
     fill = commands.add_parser("fill", help="other users' rows up to a total row count (SQL)")
-    for sub in (users, fill):
+    graves = commands.add_parser("tombstones", help="users' deleted tasks, before their changes")
+    for sub in (users, fill, graves):
         sub.add_argument(
             "--database-url",
             required=True,
             help="postgresql[+asyncpg]://... (superuser or BYPASSRLS) or sqlite[+aiosqlite]:///path",
         )
-    users.add_argument("--count", type=int, default=1000, help="number of users (default 1000)")
-    users.add_argument("--first", type=int, default=0, help="number of the first user (default 0)")
-    users.add_argument("--prefix", default="user", help="user id prefix (default 'user')")
     users.add_argument("--tasks", type=int, default=50, help="tasks per user (default 50)")
     users.add_argument("--lua-out", type=Path, help="write each user's task ids as a Lua table")
     fill.add_argument("--total-rows", type=int, required=True, help="rows the table should hold")
+    for sub in (users, graves):
+        sub.add_argument("--count", type=int, default=1000, help="number of users (default 1000)")
+        sub.add_argument("--first", type=int, default=0, help="number of the first user")
+        sub.add_argument("--prefix", default="user", help="user id prefix (default 'user')")
+    graves.add_argument("--tombstones", type=int, required=True, help="tombstones per user")
+    graves.add_argument(
+        "--age-days", type=float, required=True, help="days since the newest delete"
+    )
     return parser
 
 
@@ -403,8 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = Target.parse(args.database_url)
     now = datetime.now(UTC).replace(microsecond=0)
     started = time.perf_counter()
-    if args.command == "users":
+    if args.command in ("users", "tombstones"):
         users = [user_id(args.prefix, n) for n in range(args.first, args.first + args.count)]
+    if args.command == "users":
         if target.kind == "postgresql":
             ids = asyncio.run(seed_users_pg(target.location, users, args.tasks, now))
         else:
@@ -412,6 +479,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.lua_out is not None:
             write_lua(args.lua_out, ids)
         added = len(users) * args.tasks
+    elif args.command == "tombstones":
+        newest = now - timedelta(days=args.age_days)
+        if target.kind == "postgresql":
+            asyncio.run(tombstones_pg(target.location, users, args.tombstones, newest))
+        else:
+            tombstones_sqlite(target.location, users, args.tombstones, newest)
+        added = len(users) * args.tombstones
     elif target.kind == "postgresql":
         added = asyncio.run(fill_pg(target.location, args.total_rows, now))
     else:

@@ -1,4 +1,4 @@
-"""Sync benchmarks behind ``make bench``: batch, first sync, poll cost, held requests.
+"""Sync benchmarks behind ``make bench``: batch, first sync, poll cost, held requests, purge.
 
 For each database (``DB``: postgres or sqlite; both when unset), on a fresh
 database ``taskvault_bench_sync`` (SQLite: ``var/bench/taskvault_bench_sync.db``)
@@ -27,6 +27,13 @@ included), against a real ``taskvault serve --workers 1`` with
    create through the same server (woken in-process) and through a second
    server process (woken by LISTEN/NOTIFY on PostgreSQL, SQLite's
    data_version probe).
+5. Purge: a DELETE purges up to 100 of its user's tombstones past the
+   retention horizon. ``BENCH_SYNC_DELETES`` (200) single DELETE /tasks/{id}
+   of a user with 2,000 tasks and expired tombstones (40 days old; 10,000
+   more than the deletes can purge) against the same of a user whose
+   tombstones are 1 day old (none expired), interleaved; after every delete
+   the expired tombstones are counted in the database, and must be 100 fewer.
+   Plus the purge statement's plan.
 
 Writes ``var/bench/sync-<db>.json``; logs in ``var/bench/logs/``.
 """
@@ -45,6 +52,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -55,8 +63,9 @@ import run
 from run import BenchError, Database, Harness, Server, log
 
 from adapters.asyncpg import statements as compiled_sql
+from adapters.sql import row_security
 from adapters.sql import statements as sql
-from application.sync import ChangeNumber
+from application.sync import PURGE_BATCH, PURGE_MARGIN, RETENTION_DAYS_DEFAULT, ChangeNumber
 
 SYNC_DB = "taskvault_bench_sync"
 BATCH_PREFIX = "batch"
@@ -71,6 +80,12 @@ FIRST_SYNC_BUDGET_S = 1.0
 BATCH_RATIO_REQUIRED = 10.0
 RSS_BUDGET_MIB = 50.0
 CPU_BUDGET_PCT = 5.0
+EXPIRED, FRESH = "expired0000", "fresh0000"
+PURGE_TASKS = 2000
+PURGE_LEFT = 10_000  # expired tombstones still there after the last delete
+PURGE_WARM = 5  # deletes of each user before the timed ones
+GRAVE_PREFIX, GRAVE_USERS, GRAVES = "grave", 1000, 100  # other users' tombstones, not expired
+EXPIRED_AGE_DAYS, FRESH_AGE_DAYS = 40, 1
 CREATE_BODY = {"title": "Benchmark task", "priority": "high", "description": "made by wrk"}
 
 
@@ -84,6 +99,7 @@ class Options:
     polls: int
     waiters: int
     idle_s: int
+    deletes: int
     pg_url: str
     out: Path
     only: frozenset[str]
@@ -118,23 +134,33 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         "--idle", type=int, default=env("BENCH_SYNC_IDLE", 10), help="seconds of CPU reading"
     )
     parser.add_argument(
+        "--deletes",
+        type=int,
+        default=env("BENCH_SYNC_DELETES", 200),
+        help=f"timed deletes of each purge user (at most {PURGE_TASKS - PURGE_WARM})",
+    )
+    parser.add_argument(
         "--pg-url",
         default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     parser.add_argument("--out", type=Path, default=run.ROOT / "var" / "bench")
     parser.add_argument(
-        "--only", default="sync,batch,held", help="of sync (first sync, polls), batch, held"
+        "--only",
+        default="sync,batch,held,purge",
+        help="of sync (first sync, polls), batch, held, purge",
     )
     args = parser.parse_args(argv)
     only = frozenset(part.strip() for part in args.only.split(",") if part.strip())
-    if not only or not only <= {"sync", "batch", "held"}:
-        parser.error("--only takes sync, batch and held, comma-separated")
+    if not only or not only <= {"sync", "batch", "held", "purge"}:
+        parser.error("--only takes sync, batch, held and purge, comma-separated")
     aliases = {"postgres": "postgres", "postgresql": "postgres", "pg": "postgres"}
     dbs = tuple(aliases.get(d.strip().lower(), d.strip().lower()) for d in args.db.split(","))
     if not dbs or not set(dbs) <= {"postgres", "sqlite"}:
         parser.error("--db / DB must be postgres, sqlite or postgres,sqlite")
     if min(args.duration, args.rounds, args.connections, args.polls, args.waiters) < 1:
         parser.error("duration, rounds, connections, polls and waiters must be at least 1")
+    if not 1 <= args.deletes <= PURGE_TASKS - PURGE_WARM:
+        parser.error(f"--deletes must be 1 to {PURGE_TASKS - PURGE_WARM}")
     if not 1 <= args.idle <= 20:
         parser.error("--idle must be 1 to 20 s: the waiters hold for 30 s")
     return Options(
@@ -146,6 +172,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         polls=args.polls,
         waiters=args.waiters,
         idle_s=args.idle,
+        deletes=args.deletes,
         pg_url=args.pg_url,
         out=args.out.resolve(),
         only=only,
@@ -230,6 +257,97 @@ class Admin:
 
         return asyncio.run(head_pg())
 
+    def _scalar(self, query: str, *args: Any) -> Any:
+        """One value, on SQLite with ``?`` for each ``$n`` of ``query``."""
+        if self.db.kind == "sqlite":
+            conn = sqlite3.connect(self.sqlite_path)
+            try:
+                lite = query
+                for n in range(len(args), 0, -1):
+                    lite = lite.replace(f"${n}", "?")
+                return conn.execute(lite, [_sqlite_arg(a) for a in args]).fetchone()[0]
+            finally:
+                conn.close()
+
+        async def scalar_pg() -> Any:
+            conn = await asyncpg.connect(self.pg_dsn)
+            try:
+                return await conn.fetchval(query, *args)
+            finally:
+                await conn.close()
+
+        return asyncio.run(scalar_pg())
+
+    def tombstones(self, user: str, deleted_before: datetime | None = None) -> int:
+        """``user``'s tombstones, or those deleted before ``deleted_before``."""
+        query = "SELECT count(*) FROM task_tombstones WHERE user_id = $1"
+        if deleted_before is None:
+            return int(self._scalar(query, user))
+        return int(self._scalar(f"{query} AND deleted_at < $2", user, deleted_before))
+
+    def task_ids(self, user: str, count: int) -> list[str]:
+        if self.db.kind == "sqlite":
+            conn = sqlite3.connect(self.sqlite_path)
+            try:
+                rows = conn.execute(
+                    "SELECT id FROM tasks WHERE user_id = ? ORDER BY id LIMIT ?", (user, count)
+                ).fetchall()
+                return [str(uuid.UUID(hex=r[0])) for r in rows]
+            finally:
+                conn.close()
+
+        async def ids_pg() -> list[str]:
+            conn = await asyncpg.connect(self.pg_dsn)
+            try:
+                query = "SELECT id FROM tasks WHERE user_id = $1 ORDER BY id LIMIT $2"
+                return [str(r[0]) for r in await conn.fetch(query, user, count)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(ids_pg())
+
+    def explain_purge(self, app_dsn: str, user: str, deleted_before: datetime) -> list[str]:
+        """The purge statement's plan; on PostgreSQL as the app's role, executed
+        and rolled back, both the plan for these values and the generic one
+        that the server's prepared statement may switch to after five runs."""
+        params = {"owner": user, "deleted_before": deleted_before, "limit": PURGE_BATCH}
+        if self.db.kind == "sqlite":
+            compiled = sql.PURGE_TOMBSTONES.compile(dialect=sqlite_dialect())
+            values = compiled.construct_params(params)
+            args = [_sqlite_arg(values[name]) for name in compiled.positiontup or ()]
+            conn = sqlite3.connect(self.sqlite_path)
+            try:
+                rows = conn.execute(f"EXPLAIN QUERY PLAN {compiled}", args).fetchall()
+            finally:
+                conn.close()
+            return [f"{'  ' * depth(rows, r)}{r[3]}" for r in rows]
+        purge = compiled_sql.compiled(sql.PURGE_TOMBSTONES)
+
+        async def explain_pg() -> list[str]:
+            conn = await asyncpg.connect(app_dsn)
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                for statement in row_security.user_statements(user):
+                    await conn.execute(statement)
+                # EXPLAIN of a statement with parameters plans it for their
+                # values; only EXECUTE of a prepared one can show the generic plan.
+                await conn.execute(f"PREPARE purge_plan AS {purge.text}")
+                values = f"'{user}', '{deleted_before.isoformat()}', {PURGE_BATCH}"
+                lines = []
+                for mode in ("force_custom_plan", "force_generic_plan"):
+                    await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+                    rows = await conn.fetch(
+                        f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE purge_plan({values})"
+                    )
+                    lines += [f"plan_cache_mode={mode}:", *(f"  {r[0]}" for r in rows)]
+                return lines
+            finally:
+                await transaction.rollback()
+                await conn.close()
+
+        return asyncio.run(explain_pg())
+
     def explain_feed(self, app_dsn: str, user: str, after_seq: int) -> list[str]:
         """The plan of the poll's statement (since = the user's head), as the server runs it."""
         params = sql.changes_params(user, sql_after(after_seq), 1000)
@@ -270,7 +388,9 @@ def sqlite_dialect() -> Any:
 
 
 def _sqlite_arg(value: Any) -> Any:
-    # SQLAlchemy's Uuid on SQLite is 32 hex digits.
+    # SQLAlchemy's Uuid on SQLite is 32 hex digits, its datetimes naive UTC text.
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
     return value.hex if isinstance(value, uuid.UUID) else value
 
 
@@ -319,6 +439,14 @@ class Client:
             if not page["has_more"]:
                 break
         return time.perf_counter() - started, pages, len(ids), str(since)
+
+    def delete(self, task_id: str) -> float:
+        started = time.perf_counter()
+        response = self.http.delete(f"{self.base}/{task_id}")
+        elapsed = time.perf_counter() - started
+        if response.status_code != 204:
+            raise BenchError(f"delete: HTTP {response.status_code}: {response.text[:300]}")
+        return elapsed
 
     def toggle(self, task_id: str) -> None:
         response = self.http.patch(f"{self.base}/{task_id}/complete")
@@ -528,6 +656,87 @@ class SyncBench:
             )
         return result
 
+    def purge(self, server: Server, admin: Admin, db: Database) -> dict[str, Any]:
+        """Single deletes of EXPIRED (each purging PURGE_BATCH) against FRESH (purging none)."""
+        rounds = PURGE_WARM + self.o.deletes
+        seeded = PURGE_LEFT + rounds * PURGE_BATCH
+        ages = {EXPIRED: EXPIRED_AGE_DAYS, FRESH: FRESH_AGE_DAYS}
+        for user, age in ages.items():
+            prefix = user.removesuffix("0000")
+            self.h.seed(
+                db, "users", "--prefix", prefix, "--count", "1", "--tasks", str(PURGE_TASKS)
+            )
+            self.h.seed(
+                db,
+                "tombstones",
+                *f"--prefix {prefix} --count 1 --tombstones {seeded} --age-days {age}".split(),
+            )
+        # Many users' tombstones in the table, as in service: the planner
+        # reads a user's few of them by index, not the table.
+        self.h.seed(
+            db,
+            "tombstones",
+            *f"--prefix {GRAVE_PREFIX} --count {GRAVE_USERS} "
+            f"--tombstones {GRAVES} --age-days {FRESH_AGE_DAYS + 1}".split(),
+        )
+        self.tokens.update(self.h.mint_tokens(ages))
+        # The server's horizon moves with its clock; the seeded ages are days from it.
+        horizon = datetime.now(UTC) - timedelta(days=RETENTION_DAYS_DEFAULT) - PURGE_MARGIN
+        expired = {user: admin.tombstones(user, horizon) for user in ages}
+        if expired != {EXPIRED: seeded, FRESH: 0}:
+            raise BenchError(f"seeded expired tombstones: {expired}")
+        ids = {user: admin.task_ids(user, rounds) for user in ages}
+        clients = {user: Client(server, user, self.tokens[user]) for user in ages}
+        times: dict[str, list[float]] = {user: [] for user in ages}
+        drops: list[int] = []
+        left = seeded
+        try:
+            for n in range(rounds):
+                # Alternate who goes first, so neither always follows the other's commit.
+                order = (EXPIRED, FRESH) if n % 2 == 0 else (FRESH, EXPIRED)
+                for user in order:
+                    elapsed = clients[user].delete(ids[user][n])
+                    if n >= PURGE_WARM:
+                        times[user].append(elapsed)
+                now_left = admin.tombstones(EXPIRED, horizon)
+                drops.append(left - now_left)
+                left = now_left
+        finally:
+            for c in clients.values():
+                c.close()
+        totals = {user: admin.tombstones(user) for user in ages}
+        fresh_expired = admin.tombstones(FRESH, horizon)
+        by_user = {user: figures_ms(values) for user, values in times.items()}
+        ratio = by_user[EXPIRED]["median_ms"] / by_user[FRESH]["median_ms"]
+        p90_ratio = by_user[EXPIRED]["p90_ms"] / by_user[FRESH]["p90_ms"]
+        bounded = set(drops) == {PURGE_BATCH} and fresh_expired == 0
+        result = {
+            "method": (
+                f"{self.o.deletes} timed single DELETEs of each user after {PURGE_WARM} untimed, "
+                "interleaved; expired tombstones counted by SQL after every delete"
+            ),
+            "seeded_tombstones_each": seeded,
+            "other_users_tombstones": GRAVE_USERS * GRAVES,
+            "tasks_each": PURGE_TASKS,
+            f"{EXPIRED} (tombstones {EXPIRED_AGE_DAYS} days old)": by_user[EXPIRED],
+            f"{FRESH} (tombstones {FRESH_AGE_DAYS} day old)": by_user[FRESH],
+            "ratio_median": round(ratio, 2),
+            "ratio_p90": round(p90_ratio, 2),
+            "expired_purged_per_delete": {str(d): drops.count(d) for d in sorted(set(drops))},
+            "expired_left": {"before": seeded, "after": left},
+            "tombstones_after": totals,
+            "fresh_expired_after": fresh_expired,
+            "bounded": bounded,
+            "plan": admin.explain_purge(_pg_app_dsn(db), EXPIRED, horizon),
+        }
+        log(
+            f"{self.kind} delete: with expired tombstones {by_user[EXPIRED]['median_ms']:.2f} ms "
+            f"(p90 {by_user[EXPIRED]['p90_ms']:.2f}), without {by_user[FRESH]['median_ms']:.2f} "
+            f"ms (p90 {by_user[FRESH]['p90_ms']:.2f}): ratio {ratio:.2f}; expired purged a "
+            f"delete {result['expired_purged_per_delete']}, left {seeded} -> {left}"
+        )
+        return result
+
     def hold(self, server: Server, committer: Server, via: str) -> dict[str, Any]:
         """Waiters held on ``server``, woken by a create through ``committer``."""
         client = Client(server, WAITER, self.tokens[WAITER])
@@ -698,6 +907,8 @@ def bench_one(o: Options, kind: str) -> dict[str, Any]:
                 "same_process": s.hold(server, server, "the same server"),
                 "other_process": s.hold(server, other, second),
             }
+        if "purge" in o.only:
+            report["purge"] = s.purge(server, admin, db)
         report["rss_mib_end"] = round(rss_mib(server.pid), 1)
         report["load_average_end"] = run.load_average()
         return report
@@ -783,9 +994,27 @@ def print_report(report: dict[str, Any]) -> None:
             f"{latency.get('max_ms', float('nan')):.0f} ms (the create took "
             f"{f['commit_s'] * 1000:.0f} ms)"
         )
-    print("  feed plan (since = head of the 10,000-task user):")
-    for line in report.get("feed_plan", []):
-        print(f"    {line}")
+    p = report.get("purge")
+    if p is not None:
+        parts = [
+            f"{user} median {f['median_ms']:.2f} ms (p90 {f['p90_ms']:.2f})"
+            for user, f in p.items()
+            if isinstance(f, dict) and "median_ms" in f
+        ]
+        print(
+            f"  single DELETE ({p['method']}): {'; '.join(parts)}; ratio {p['ratio_median']} "
+            f"(p90 {p['ratio_p90']}); expired tombstones purged a delete (count: deletes) "
+            f"{p['expired_purged_per_delete']}, left {p['expired_left']['before']} -> "
+            f"{p['expired_left']['after']}; the fresh user's expired {p['fresh_expired_after']} "
+            f"(bounded {verdict(p['bounded'])})"
+        )
+        print("  purge plan:")
+        for line in p["plan"]:
+            print(f"    {line}")
+    if "feed_plan" in report:
+        print("  feed plan (since = head of the 10,000-task user):")
+        for line in report["feed_plan"]:
+            print(f"    {line}")
 
 
 def raise_open_files(needed: int) -> None:
