@@ -182,7 +182,8 @@ def as_user(owner: str, *, numbered: bool) -> str:
 
     Not in BEGIN's batch: Citus passes a ``SET LOCAL`` on to the workers as
     the text of the whole batch it came in, and a BEGIN in it would make
-    every worker warn that a transaction is in progress already.
+    every worker warn that a transaction is in progress already; for the same
+    reason, on Citus the claim is not ``numbered`` into it either.
     """
     claim = (CLAIM_AND_NOTIFY,) if numbered else ()
     return "; ".join((*row_security.user_statements(owner), *claim))
