@@ -90,11 +90,31 @@ def select_task(owner: Owner, _shape: ListShape | None = None) -> Select[Any]:
 
 SELECT_TASK: Select[Any] = select_task(OWNER)
 SELECT_TASK_FOR_UPDATE: Select[Any] = SELECT_TASK.with_for_update()
-INSERT_TASK: Insert = insert(tasks).values(
-    {
-        **{c.name: _param(c.name, c) for c in tasks.c if c.name != "change_seq"},
-        "change_seq": _head(bindparam("user_id", type_=String)),
-    }
+
+
+_FROM_HEAD = {"user_id": sync_heads.c.user_id, "change_seq": sync_heads.c.change_seq}
+
+
+def _from_head(owner: ColumnElement[Any], values: dict[str, Any]) -> Select[Any]:
+    """One row of ``values`` for the owner, with its user id and change number
+    (``None`` in ``values``) read from the owner's head: its transaction
+    claimed it first.
+
+    An INSERT ... SELECT, not a subquery in VALUES, which Citus rejects; and
+    the head's own user id, which lets Citus run it on the one shard both
+    rows are on.
+    """
+    return select(
+        *(
+            _FROM_HEAD[name] if value is None else value.label(name)
+            for name, value in values.items()
+        )
+    ).where(sync_heads.c.user_id == owner)
+
+
+_NEW_TASK = {c.name: None if c.name in _FROM_HEAD else _param(c.name, c) for c in tasks.c}
+INSERT_TASK: Insert = insert(tasks).from_select(
+    list(_NEW_TASK), _from_head(_param("user_id", tasks.c.user_id), _NEW_TASK)
 )
 UPDATE_TASK: Update = (
     update(tasks)
@@ -121,12 +141,13 @@ def _tombstone(dialect: Any, values: Any) -> Insert:
 
 
 def _tombstone_values(stmt: Any) -> Any:
-    return stmt.values(
-        user_id=OWNER,
-        id=_param("task_id", task_tombstones.c.id),
-        change_seq=_head(OWNER),
-        deleted_at=_param("deleted_at", task_tombstones.c.deleted_at),
-    )
+    values = {
+        "user_id": None,
+        "id": _param("task_id", task_tombstones.c.id),
+        "change_seq": None,
+        "deleted_at": _param("deleted_at", task_tombstones.c.deleted_at),
+    }
+    return stmt.from_select(list(values), _from_head(OWNER, values))
 
 
 INSERT_TOMBSTONE_SQLITE: Insert = _tombstone(sqlite, _tombstone_values)
