@@ -59,6 +59,8 @@ import asyncpg
 import httpx
 from jose import jwt
 
+from adapters.sql.tables import metadata
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 WRK_SCRIPTS = BENCH / "wrk"
@@ -507,13 +509,17 @@ def pg_app_role(admin_dsn: str, password: str) -> None:
     )
 
 
+APP_TABLES = ", ".join(metadata.tables)
+"""Every table of the schema: taskvault reads and writes them all."""
+
+
 def pg_grant(database_dsn: str) -> None:
     asyncio.run(
         _pg_admin(
             database_dsn,
             [
                 f"GRANT USAGE ON SCHEMA public TO {APP_ROLE}",
-                f"GRANT SELECT, INSERT, UPDATE, DELETE ON tasks, idempotency_keys TO {APP_ROLE}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON {APP_TABLES} TO {APP_ROLE}",
             ],
         )
     )
