@@ -511,6 +511,10 @@ def pg_app_role(admin_dsn: str, password: str) -> None:
     )
 
 
+APP_TABLES = ", ".join(metadata.tables)
+"""Every table of the schema: taskvault reads and writes them all."""
+
+
 def pg_grant(database_dsn: str) -> None:
     asyncio.run(
         _pg_admin(

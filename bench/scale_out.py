@@ -9,7 +9,12 @@
         (TASKVAULT_DB_POOLER=transaction); with --unset, also through PgBouncer
         without that setting.
 
-Both prepare the database ``taskvault_bench`` as ``bench/run.py`` does (dropped,
+    .venv/bin/python bench/scale_out.py citus
+        GET list and POST create on one instance: on PostgreSQL directly, and
+        on the Citus cluster whose coordinator ``--citus`` names (a superuser,
+        in a database with the citus extension and the workers added).
+
+All prepare the database ``taskvault_bench`` as ``bench/run.py`` does (dropped,
 recreated, 1,000 users x 50 tasks) and drive the targets with its wrk scripts,
 ``wrk -t2 -c32``, interleaved round by round. The instances are
 ``taskvault serve --workers 1`` with rate limits off, as in ``make bench``.
@@ -20,6 +25,10 @@ instances run as the ordinary role ``taskvault_bench_app`` and trust 127.0.0.1.
 ``pgbouncer`` needs PgBouncer in transaction mode at ``--pgbouncer`` (.ci/run
 starts one on 127.0.0.1:6433, ``pool_size = 4``) whose auth file lists the role
 ``taskvault_pgbouncer_app``; both targets run as that role.
+``citus`` makes ``taskvault_bench`` on every node the coordinator lists (as
+the Citus test tier does, tests/support/citus.py), distributes it by
+``taskvault migrate``, seeds it the same way, and runs both targets as the
+ordinary role ``taskvault_bench_app``.
 """
 
 from __future__ import annotations
@@ -41,7 +50,8 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(run.ROOT))
 
-from tests.support.databases import PGBOUNCER_APP_ROLE, create_role, grant_app_tables
+from tests.support.citus import cluster_at, create_database, drop_database
+from tests.support.databases import PGBOUNCER_APP_ROLE, asyncpg_url, create_role, grant_app_tables
 from tests.support.nginx import Nginx, find_nginx
 
 UNSET = "PgBouncer, no POOLER"
@@ -55,11 +65,16 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawTextHelpFormatter,
     )
-    parser.add_argument("step", choices=("nginx", "pgbouncer"))
+    parser.add_argument("step", choices=("nginx", "pgbouncer", "citus"))
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (8)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (1)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds before round 1 (2)")
     parser.add_argument("--pgbouncer", default="127.0.0.1:6433", help="PgBouncer's host:port")
+    parser.add_argument(
+        "--citus",
+        default="postgresql://postgres@127.0.0.1:9700/taskvault_citus",
+        help="citus: a superuser on the coordinator, in a database with the workers added",
+    )
     parser.add_argument(
         "--unset",
         action="store_true",
@@ -126,6 +141,23 @@ def pgbouncer_targets(h: Harness, bouncer: str, unset: bool) -> dict[str, Target
         careless = start_instance(h, "pgbouncer-unset", through)
         targets[UNSET] = (careless.url, None)
     return targets
+
+
+def citus_target(h: Harness, coordinator: str) -> tuple[Target, Path]:
+    """An instance on ``taskvault_bench`` made on every node of the cluster,
+    distributed and seeded; and the task ids file of its seed."""
+    cluster = asyncio.run(cluster_at(asyncpg_url(coordinator)))
+    asyncio.run(drop_database(cluster, run.MAIN_DB))
+    admin = asyncio.run(create_database(cluster, run.MAIN_DB))
+    run.run([str(run.BIN / "taskvault"), "migrate"], env=h.tool_env(admin), cwd=h.out)
+    admin_dsn = run.dsn(coordinator, database=run.MAIN_DB)
+    run.pg_app_role(admin_dsn, h.role_password)
+    run.pg_grant(admin_dsn)
+    app = run.dsn(coordinator, database=run.MAIN_DB, user=run.APP_ROLE, password=h.role_password)
+    db = run.Database("citus", admin, run.sqlalchemy_url(app), run.APP_ROLE)
+    tasks_file = h.seed_main(db)
+    instance = start_instance(h, "citus", db.app_url)
+    return (instance.url, None), tasks_file
 
 
 def measure(
@@ -196,6 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options.step == "nginx":
             targets = nginx_targets(h, db.app_url, proxies)
             scenarios: Sequence[str] = ("list",)
+        elif options.step == "citus":
+            plain = start_instance(h, "postgres", db.app_url)
+            citus, _ = citus_target(h, options.citus)
+            targets = {"PostgreSQL": (plain.url, None), "Citus, 2 workers": citus}
+            # Neither needs the task ids, which differ between the two seeds.
+            scenarios = ("list", "create")
         else:
             targets = pgbouncer_targets(h, options.pgbouncer, options.unset)
             scenarios = run.SCENARIOS

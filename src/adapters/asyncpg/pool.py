@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from adapters.sql.distribution import CITUS_INSTALLED
 from application.ports import PoolStatus
 
 _NEW_CONNECTION = None
@@ -49,6 +50,8 @@ class PgPool:
         self._waiters: deque[asyncio.Future[asyncpg.Connection | None]] = deque()
         self._count = 0  # connections open, lent out or being opened
         self._closed = False
+        self.citus: bool | None = None
+        """Whether the database is a Citus coordinator; known once a connection opened."""
 
     async def acquire(self) -> asyncpg.Connection:
         """A connection, waiting at most the pool timeout for one to be free."""
@@ -99,6 +102,12 @@ class PgPool:
         """Open a connection in a slot already counted as taken."""
         try:
             connection: asyncpg.Connection = await asyncpg.connect(self._dsn, **self._params)
+            if self.citus is None:
+                try:
+                    self.citus = bool(await connection.fetchval(CITUS_INSTALLED))
+                except BaseException:
+                    connection.terminate()
+                    raise
         except BaseException:
             self._count -= 1
             self._hand_over(_NEW_CONNECTION)

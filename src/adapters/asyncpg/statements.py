@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     FromClause,
     Join,
     Select,
@@ -28,6 +29,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.sql import ClauseElement, visitors
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import ExternallyTraversible
 
 from adapters.sql import row_security
 from adapters.sql import statements as sql
@@ -94,12 +96,7 @@ def single_statement(
     if not any(element is owner.c.uid for element in visitors.iterate(statement)):
         # Row-level security would hide every row: fail here, saying why.
         raise UnscopedRead(f"{read.__qualname__} must build its statement on the owner it is given")
-    # The feed's union has no tables of its own: its parts are not routed yet (Citus).
-    routed = (
-        statement.where(*(table.c.user_id == sql.OWNER for table in _owned_tables(statement)))
-        if isinstance(statement, Select)
-        else statement
-    )
+    routed = _routed(statement, owner)
     task = routed.offset(literal_column("0")).lateral("task")
     scoped = select(task).select_from(owner).join(task, true())
     if shape is not None:
@@ -129,6 +126,37 @@ CLAIM_AND_NOTIFY = "; ".join(
 no parameter), and tell every instance's LISTEN of the commit."""
 
 
+def _routed(
+    statement: Select[Any] | CompoundSelect[Any], owner: FromClause
+) -> Select[Any] | CompoundSelect[Any]:
+    """``statement`` with every SELECT in it that reads a user's table filtered
+    by the owner as a parameter too, however deep: Citus routes a statement
+    only when each table in it, anywhere, has a constant filter on ``user_id``
+    (the feed is a union of the head and a subquery's union).
+
+    Each such SELECT also correlates with ``owner``: SQLAlchemy correlates a
+    subquery in FROM with nothing, and would scan the CTE a second time inside
+    it; then the tasks would no longer depend on the CTE's row, so nothing
+    would make PostgreSQL set the user before it scans them.
+    """
+    # The copies made here: traversal must not filter one of them again.
+    made: set[Select[Any]] = set()
+
+    def filtered(element: ExternallyTraversible, **_kw: Any) -> ExternallyTraversible | None:
+        if not isinstance(element, Select) or element in made:
+            return None
+        owned = _owned_tables(element)
+        if not owned:
+            return None
+        copy = element.where(*(table.c.user_id == sql.OWNER for table in owned)).correlate(owner)
+        made.add(copy)
+        # The copy replaces the element whole: its own subqueries still need routing.
+        return visitors.replacement_traverse(cast(ExternallyTraversible, copy), {}, filtered)
+
+    routed = visitors.replacement_traverse(cast(ExternallyTraversible, statement), {}, filtered)
+    return cast(Select[Any] | CompoundSelect[Any], routed)
+
+
 def _owned_tables(statement: Select[Any]) -> list[Table]:
     """The tables in ``statement``'s own FROM (not in its subqueries) that hold
     a user's rows."""
@@ -154,7 +182,8 @@ def as_user(owner: str, *, numbered: bool) -> str:
 
     Not in BEGIN's batch: Citus passes a ``SET LOCAL`` on to the workers as
     the text of the whole batch it came in, and a BEGIN in it would make
-    every worker warn that a transaction is in progress already.
+    every worker warn that a transaction is in progress already; for the same
+    reason, on Citus the claim is not ``numbered`` into it either.
     """
     claim = (CLAIM_AND_NOTIFY,) if numbered else ()
     return "; ".join((*row_security.user_statements(owner), *claim))

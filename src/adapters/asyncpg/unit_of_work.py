@@ -36,13 +36,14 @@ class _Transaction:
     cost one round trip, not one each.
     """
 
-    __slots__ = ("_inserts", "_owner", "connection", "numbered", "open")
+    __slots__ = ("_citus", "_inserts", "_owner", "connection", "numbered", "open")
 
-    def __init__(self, connection: asyncpg.Connection, owner: str) -> None:
+    def __init__(self, connection: asyncpg.Connection, owner: str, *, citus: bool) -> None:
         self.connection = connection
         self.open = False
         self.numbered = False
         self._owner = owner
+        self._citus = citus
         self._inserts: list[dict[str, Any]] = []
 
     async def insert_later(self, task: Task) -> None:
@@ -73,7 +74,13 @@ class _Transaction:
             self.open = True
             self.numbered = numbered
             await self.connection.execute("BEGIN")
-            await self.connection.execute(compiled_sql.as_user(self._owner, numbered=numbered))
+            # Citus hands the workers the whole text of the batch a SET LOCAL
+            # came in, where the claim's INSERT would run again and fail: there
+            # the claim takes a round trip of its own.
+            together = numbered and not self._citus
+            await self.connection.execute(compiled_sql.as_user(self._owner, numbered=together))
+            if numbered and not together:
+                await self.connection.execute(compiled_sql.CLAIM_AND_NOTIFY)
         elif numbered and not self.numbered:
             self.numbered = True
             await self.connection.execute(compiled_sql.CLAIM_AND_NOTIFY)
@@ -178,12 +185,13 @@ class PgUnitOfWork:
 
     def __init__(self, pool: PgPool, owner: str) -> None:
         self._lease = Lease(pool)
+        self._pool = pool
         self._owner = owner
         self._tx: _Transaction | None = None
 
     async def __aenter__(self) -> PgUnitOfWork:
         connection = await self._lease.acquire()
-        tx = self._tx = _Transaction(connection, self._owner)
+        tx = self._tx = _Transaction(connection, self._owner, citus=bool(self._pool.citus))
         self.tasks = PgTaskRepository(tx, self._owner)
         self.idempotency = PgIdempotencyStore(tx, self._owner)
         return self

@@ -72,7 +72,8 @@ def _keys(table: Table) -> list[list[str]]:
     return keys
 
 
-_CITUS_INSTALLED = text("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+CITUS_INSTALLED = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
+"""One row, one column: whether the database has the citus extension."""
 
 # One row per existing table: whether Citus knows it, how, and with which table.
 _PLACEMENT = text(
@@ -99,7 +100,10 @@ def distribute(connection: Connection, metadata: MetaData) -> list[str]:
     under their lock), so that a table a revision adds is distributed before
     the app uses it; on a database distributed already, it changes nothing.
     """
-    if connection.dialect.name != "postgresql" or not connection.execute(_CITUS_INSTALLED).scalar():
+    if (
+        connection.dialect.name != "postgresql"
+        or not connection.execute(text(CITUS_INSTALLED)).scalar()
+    ):
         return []
     problems = distribution_problems(metadata)
     if problems:

@@ -90,20 +90,42 @@ def select_task(owner: Owner, _shape: ListShape | None = None) -> Select[Any]:
 
 SELECT_TASK: Select[Any] = select_task(OWNER)
 SELECT_TASK_FOR_UPDATE: Select[Any] = SELECT_TASK.with_for_update()
-_INSERTED = [c for c in tasks.c if c.name != "change_seq"]
-INSERT_TASK: Insert = insert(tasks).values(
-    {
-        **{c.name: _param(c.name, c) for c in _INSERTED},
-        "change_seq": _head(bindparam("user_id", type_=String)),
-    }
+
+
+_FROM_HEAD = {"user_id": sync_heads.c.user_id, "change_seq": sync_heads.c.change_seq}
+
+
+def _from_head(owner: ColumnElement[Any], values: dict[str, Any]) -> Select[Any]:
+    """One row of ``values`` for the owner, with its user id and change number
+    (``None`` in ``values``) read from the owner's head: its transaction
+    claimed it first.
+
+    An INSERT ... SELECT, not a subquery in VALUES, which Citus rejects; and
+    the head's own user id, which lets Citus run it on the one shard both
+    rows are on.
+    """
+    return select(
+        *(
+            _FROM_HEAD[name] if value is None else value.label(name)
+            for name, value in values.items()
+        )
+    ).where(sync_heads.c.user_id == owner)
+
+
+_NEW_TASK = {c.name: None if c.name in _FROM_HEAD else _param(c.name, c) for c in tasks.c}
+INSERT_TASK: Insert = insert(tasks).from_select(
+    list(_NEW_TASK), _from_head(_param("user_id", tasks.c.user_id), _NEW_TASK)
 )
 
 
 def _insert_tasks_postgresql() -> Insert:
-    each = (bindparam(f"{c.name}_each", type_=postgresql.ARRAY(c.type)) for c in _INSERTED)
-    new = func.unnest(*each).table_valued(*(c.name for c in _INSERTED)).render_derived(name="new")
-    rows = select(*(new.c[c.name] for c in _INSERTED), _head(OWNER))
-    return insert(tasks).from_select([*(c.name for c in _INSERTED), "change_seq"], rows)
+    written = [name for name, value in _NEW_TASK.items() if value is not None]
+    each = (
+        bindparam(f"{name}_each", type_=postgresql.ARRAY(tasks.c[name].type)) for name in written
+    )
+    new = func.unnest(*each).table_valued(*written).render_derived(name="new")
+    values = {name: None if value is None else new.c[name] for name, value in _NEW_TASK.items()}
+    return insert(tasks).from_select(list(values), _from_head(OWNER, values))
 
 
 INSERT_TASKS_POSTGRESQL: Insert = _insert_tasks_postgresql()
@@ -113,7 +135,8 @@ array (``insert_tasks_params``): planned and run once, not once a task."""
 
 def insert_tasks_params(owner: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """``INSERT_TASKS_POSTGRESQL``'s parameters for ``task_row`` rows."""
-    return {"owner": owner, **{f"{c.name}_each": [row[c.name] for row in rows] for c in _INSERTED}}
+    written = (name for name, value in _NEW_TASK.items() if value is not None)
+    return {"owner": owner, **{f"{name}_each": [row[name] for row in rows] for name in written}}
 
 
 UPDATE_TASK: Update = (
@@ -141,12 +164,13 @@ def _tombstone(dialect: Any, values: Any) -> Insert:
 
 
 def _tombstone_values(stmt: Any) -> Any:
-    return stmt.values(
-        user_id=OWNER,
-        id=_param("task_id", task_tombstones.c.id),
-        change_seq=_head(OWNER),
-        deleted_at=_param("deleted_at", task_tombstones.c.deleted_at),
-    )
+    values = {
+        "user_id": None,
+        "id": _param("task_id", task_tombstones.c.id),
+        "change_seq": None,
+        "deleted_at": _param("deleted_at", task_tombstones.c.deleted_at),
+    }
+    return stmt.from_select(list(values), _from_head(OWNER, values))
 
 
 INSERT_TOMBSTONE_SQLITE: Insert = _tombstone(sqlite, _tombstone_values)

@@ -255,6 +255,10 @@ async def _read_alices_tasks(storage: PgStorage, alice: list[Task]) -> None:
             assert {task.user_id for task in found} == {"alice"}
         for task in alice:
             assert await reader.get(task.id) == task
+        # The feed's union: each part must see the user set too.
+        feed = await reader.changes(None, 10)
+        assert sorted(change.item.id for change in feed.changes) == sorted(t.id for t in alice)
+        assert feed.head > 0
 
 
 async def test_a_single_statement_read_leaves_no_user_behind(pg_storage: PgStorage) -> None:

@@ -39,6 +39,26 @@ def test_every_read_keeps_a_constant_owner_filter_citus_can_route_by() -> None:
         assert f"tasks.user_id = ${position}" in text
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["first-sync", "after"])
+def test_every_part_of_the_feeds_union_is_routed_and_reads_the_user_from_the_cte(
+    first: bool,
+) -> None:
+    """The feed is the head and a page of changes in one union: each of its
+    tables, however deep in it, is filtered by the constant owner (or Citus
+    sends the statement to every shard) and by the CTE's column, which it
+    reaches from the one LATERAL rather than by scanning the CTE again (or
+    PostgreSQL could scan a table before the CTE sets the user)."""
+    compiled = single_statement(sql.list_changes, sql.FeedShape(first=first))
+    text = " ".join(compiled.text.split())
+    position = compiled.names.index("owner") + 1
+    tables = ["sync_heads", "tasks"] if first else ["sync_heads", "tasks", "task_tombstones"]
+    assert re.findall(r"FROM (\w+)", text) == ["owner", *tables]
+    for table in tables:
+        assert f"{table}.user_id = owner.uid AND " in text
+        assert re.search(rf"{table}\.user_id = \${position}::VARCHAR\b", text)
+    assert ", owner" not in text
+
+
 def _count_open_tasks(owner: sql.Owner, _shape: sql.ListShape | None) -> Select[Any]:
     """A new read, written as the store wants it: on the owner it is given."""
     return select(tasks.c.id).where(tasks.c.user_id == owner, tasks.c.completed.is_(False))
