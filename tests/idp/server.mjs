@@ -2,13 +2,14 @@
 // tests/integration/test_better_auth.py.
 //
 // Email and password sign-up, the `jwt` plugin signing with ES256 or RS256
-// (python-jose cannot verify Better Auth's default, EdDSA), a SQLite file
-// migrated at start, and a plain node:http server that forwards every request
-// to `auth.handler`.
+// (python-jose cannot verify Better Auth's default, EdDSA), Better Auth's
+// in-memory database (the server lives for one test; a SQLite driver would
+// be compiled from source at every `npm ci`, minutes where no prebuilt binary
+// can be downloaded), and a plain node:http server that forwards every
+// request to `auth.handler`.
 //
 // Environment:
 //   IDP_PORT            port on 127.0.0.1 (required: the base URL names it)
-//   IDP_DATABASE        path of the SQLite file (required)
 //   IDP_JWT_ALG         ES256 (default) or RS256
 //   BETTER_AUTH_SECRET  at least 32 characters (required)
 //
@@ -18,9 +19,8 @@
 import { createServer } from "node:http";
 
 import { betterAuth } from "better-auth";
-import { getMigrations } from "better-auth/db/migration";
+import { memoryAdapter } from "better-auth/adapters/memory";
 import { jwt } from "better-auth/plugins/jwt";
-import Database from "better-sqlite3";
 
 const HOST = "127.0.0.1";
 const MAX_BODY_BYTES = 64 * 1024;
@@ -36,7 +36,6 @@ function required(name) {
 }
 
 const port = Number(required("IDP_PORT"));
-const databasePath = required("IDP_DATABASE");
 const secret = required("BETTER_AUTH_SECRET");
 const alg = process.env.IDP_JWT_ALG ?? "ES256";
 if (!ALGORITHMS.has(alg)) {
@@ -45,19 +44,15 @@ if (!ALGORITHMS.has(alg)) {
 }
 const baseURL = `http://${HOST}:${port}`;
 
-const database = new Database(databasePath);
 const auth = betterAuth({
   baseURL,
   secret,
-  database,
+  database: memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
   trustedOrigins: [baseURL],
   emailAndPassword: { enabled: true },
   telemetry: { enabled: false },
   plugins: [jwt({ jwks: { keyPairConfig: { alg } } })],
 });
-
-const { runMigrations } = await getMigrations(auth.options);
-await runMigrations();
 
 async function readBody(request) {
   const chunks = [];
@@ -104,10 +99,7 @@ const server = createServer((request, response) => {
 server.requestTimeout = 10_000;
 
 function stop() {
-  server.close(() => {
-    database.close();
-    process.exit(0);
-  });
+  server.close(() => process.exit(0));
   setTimeout(() => process.exit(0), 2_000).unref();
 }
 process.on("SIGTERM", stop);

@@ -84,7 +84,6 @@ def better_auth(request: pytest.FixtureRequest, node: str, tmp_path: Path) -> It
     env = {
         **os.environ,
         "IDP_PORT": str(port),
-        "IDP_DATABASE": str(tmp_path / "better-auth.db"),
         "IDP_JWT_ALG": algorithm,
         "BETTER_AUTH_SECRET": secrets.token_urlsafe(48),
         "NODE_ENV": "test",
