@@ -9,17 +9,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sql import statements as sql
 from adapters.sql.rows import outcome_from, outcome_row
-from adapters.sqlalchemy.repository import OwnersHead
+from adapters.sqlalchemy.repository import OwnersWrites
 from application.ports import IdempotentOutcome
 
 
 class SqlIdempotencyStore:
     """One owner's outcomes in the unit of work's transaction."""
 
-    def __init__(self, connection: AsyncConnection, owner: str, head: OwnersHead) -> None:
+    def __init__(self, connection: AsyncConnection, owner: str, writes: OwnersWrites) -> None:
         self._conn = connection
         self._owner = owner
-        self._head = head
+        self._writes = writes
         postgres = connection.dialect.name == "postgresql"
         self._upsert: Insert = (
             sql.UPSERT_OUTCOME_POSTGRESQL if postgres else sql.UPSERT_OUTCOME_SQLITE
@@ -40,7 +40,7 @@ class SqlIdempotencyStore:
         return None if row is None else outcome_from(row)
 
     async def save(self, key: str, outcome: IdempotentOutcome, *, expire_before: datetime) -> None:
-        await self._head.claim()
+        await self._writes.numbered()
         params = {"owner": self._owner, "expire_before": expire_before}
         await self._conn.execute(sql.DELETE_EXPIRED_OUTCOMES, params)
         await self._conn.execute(self._upsert, outcome_row(self._owner, key, outcome))

@@ -15,7 +15,7 @@ from adapters.sqlalchemy.engine import WRITE_OPTION
 from adapters.sqlalchemy.errors import unavailable
 from adapters.sqlalchemy.idempotency import SqlIdempotencyStore
 from adapters.sqlalchemy.repository import (
-    OwnersHead,
+    OwnersWrites,
     SqlTaskRepository,
     get_task,
     list_changes,
@@ -82,7 +82,7 @@ class SqlUnitOfWork:
     waiting a second under load. Writers in other processes still meet that
     wait. PostgreSQL needs no turns; row-level security's user is set for
     the transaction. Either way the owner's next change number is taken
-    before any row lock (``OwnersHead``), so that writers of one owner never
+    before any row lock (``OwnersWrites``), so that writers of one owner never
     wait on each other in a cycle.
     """
 
@@ -118,9 +118,9 @@ class SqlUnitOfWork:
             if mapped is error:
                 raise
             raise mapped from error
-        head = OwnersHead(conn, self._owner)
-        self.tasks = SqlTaskRepository(conn, self._owner, head)
-        self.idempotency = SqlIdempotencyStore(conn, self._owner, head)
+        self._writes = writes = OwnersWrites(conn, self._owner)
+        self.tasks = SqlTaskRepository(conn, self._owner, writes)
+        self.idempotency = SqlIdempotencyStore(conn, self._owner, writes)
         return self
 
     async def __aexit__(
@@ -142,7 +142,7 @@ class SqlUnitOfWork:
         return self._conn
 
     async def commit(self) -> None:
-        await self.connection.commit()
+        await (await self._writes.flushed()).commit()
 
     async def _take_turn(self) -> None:
         if self._writers is None:
