@@ -48,7 +48,7 @@ class _Transaction:
 
     async def insert_later(self, task: Task) -> None:
         """Queue ``task``'s insert, in the transaction with its change number claimed."""
-        await self.begun(numbered=True)
+        await self._open(numbered=True)
         self._inserts.append(task_row(task))
 
     async def flushed(self) -> asyncpg.Connection:
@@ -67,7 +67,12 @@ class _Transaction:
 
     async def begun(self, *, numbered: bool = False) -> asyncpg.Connection:
         """The connection inside the transaction, begun now (with the user set) if
-        need be; ``numbered``, with the change number claimed too."""
+        need be; ``numbered``, with the change number claimed too; the queued
+        inserts sent."""
+        await self._open(numbered=numbered)
+        return await self.flushed()
+
+    async def _open(self, *, numbered: bool) -> None:
         if not self.open:
             # Marked first: should the batch fail after its BEGIN, the
             # connection is rolled back before it goes back to the pool.
@@ -84,7 +89,6 @@ class _Transaction:
         elif numbered and not self.numbered:
             self.numbered = True
             await self.connection.execute(compiled_sql.CLAIM_AND_NOTIFY)
-        return await self.flushed()
 
     async def execute(
         self, statement: ClauseElement, params: Mapping[str, Any], *, numbered: bool = True

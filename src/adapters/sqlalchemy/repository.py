@@ -58,16 +58,19 @@ class OwnersWrites:
 
     async def numbered(self) -> AsyncConnection:
         """The connection, with the change number claimed and new tasks sent."""
+        await self._claim()
+        return await self.flushed()
+
+    async def insert_later(self, task: Task) -> None:
+        await self._claim()
+        self._inserts.append(task_row(task))
+
+    async def _claim(self) -> None:
         if not self._claimed:
             sqlite = self._conn.dialect.name == "sqlite"
             claim = sql.CLAIM_HEAD_SQLITE if sqlite else sql.CLAIM_HEAD_POSTGRESQL
             await self._conn.execute(claim, {"owner": self._owner})
             self._claimed = True
-        return await self.flushed()
-
-    async def insert_later(self, task: Task) -> None:
-        await self.numbered()
-        self._inserts.append(task_row(task))
 
     async def flushed(self) -> AsyncConnection:
         """The connection, with the new tasks sent."""

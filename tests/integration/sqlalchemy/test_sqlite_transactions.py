@@ -8,6 +8,7 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import event
@@ -110,6 +111,30 @@ async def test_a_read_sends_only_its_statement_and_a_write_begins_immediate(
     sent.clear()
     await storage.reader("alice").list(TaskQuery())
     assert [statement.split()[0] for statement in sent] == ["SELECT"]
+
+
+async def test_a_transactions_new_tasks_go_to_sqlite_in_one_call(
+    storage: SqlAlchemyStorage,
+) -> None:
+    sent: list[tuple[str, bool, int]] = []
+
+    @event.listens_for(storage.engine.sync_engine, "before_cursor_execute")
+    def _record(
+        _conn: object, _cursor: object, statement: str, params: Any, _ctx: object, many: bool
+    ) -> None:
+        sent.append((" ".join(statement.split()[:3]).upper(), many, len(params) if many else 1))
+
+    async with storage.unit_of_work("alice") as uow:
+        for title in ("one", "two", "three"):
+            await uow.tasks.add(_task(title))
+        await uow.commit()
+    assert sent == [
+        ("BEGIN IMMEDIATE", False, 1),
+        ("INSERT INTO SYNC_HEADS", False, 1),
+        ("INSERT INTO TASKS", True, 3),
+    ]
+    stored = await storage.reader("alice").list(TaskQuery())
+    assert sorted(task.title for task in stored) == ["one", "three", "two"]
 
 
 async def test_a_sqlite_file_keeps_a_fixed_set_of_connections(sqlite_url: str) -> None:
