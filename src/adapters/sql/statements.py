@@ -33,6 +33,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     tuple_,
     union_all,
     update,
@@ -125,7 +126,8 @@ def _insert_tasks_postgresql() -> Insert:
     )
     new = func.unnest(*each).table_valued(*written).render_derived(name="new")
     values = {name: None if value is None else new.c[name] for name, value in _NEW_TASK.items()}
-    return insert(tasks).from_select(list(values), _from_head(OWNER, values))
+    rows = _from_head(OWNER, values).select_from(new.join(sync_heads, true()))
+    return insert(tasks).from_select(list(values), rows)
 
 
 INSERT_TASKS_POSTGRESQL: Insert = _insert_tasks_postgresql()

@@ -76,7 +76,17 @@ class OwnersWrites:
         """The connection, with the new tasks sent."""
         if self._inserts:
             rows, self._inserts = self._inserts, []
-            await self._conn.execute(sql.INSERT_TASK, rows)
+            if len(rows) > 1 and self._conn.dialect.name == "postgresql":
+                # asyncpg's executemany counts no rows; one statement of arrays does.
+                params = sql.insert_tasks_params(self._owner, rows)
+                result = await self._conn.execute(sql.INSERT_TASKS_POSTGRESQL, params)
+            else:
+                result = await self._conn.execute(sql.INSERT_TASK, rows)
+            # The rows are selected from the owner's head: without it, silently none.
+            if result.rowcount != len(rows):
+                raise RuntimeError(
+                    f"{result.rowcount} of {len(rows)} new tasks inserted: no change number"
+                )
         return self._conn
 
 
