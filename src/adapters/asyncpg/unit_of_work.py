@@ -63,7 +63,7 @@ class _Transaction:
                 params = sql.insert_tasks_params(self._owner, rows)
             compiled = compiled_sql.compiled(statement)
             status = await conn.execute(compiled.text, *compiled.args(params))
-            _check_inserted(status.rsplit(" ", 1)[1], len(rows))
+            sql.check_inserted(int(status.rsplit(" ", 1)[1]), len(rows))
         return conn
 
     async def begun(self, *, numbered: bool = False) -> asyncpg.Connection:
@@ -105,12 +105,6 @@ class _Transaction:
         conn = await self.begun(numbered=numbered)
         compiled = compiled_sql.compiled(statement)
         return await conn.fetchrow(compiled.text, *compiled.args(params))
-
-
-def _check_inserted(inserted: str, expected: int) -> None:
-    # The rows are selected from the owner's head: without it, silently none.
-    if int(inserted) != expected:
-        raise RuntimeError(f"{inserted} of {expected} new tasks inserted: no change number")
 
 
 class PgTaskRepository:

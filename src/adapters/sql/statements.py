@@ -119,12 +119,15 @@ INSERT_TASK: Insert = insert(tasks).from_select(
 )
 
 
+_WRITTEN = [name for name, value in _NEW_TASK.items() if value is not None]
+"""The columns a new task's row brings; the others come from its owner's head."""
+
+
 def _insert_tasks_postgresql() -> Insert:
-    written = [name for name, value in _NEW_TASK.items() if value is not None]
     each = (
-        bindparam(f"{name}_each", type_=postgresql.ARRAY(tasks.c[name].type)) for name in written
+        bindparam(f"{name}_each", type_=postgresql.ARRAY(tasks.c[name].type)) for name in _WRITTEN
     )
-    new = func.unnest(*each).table_valued(*written).render_derived(name="new")
+    new = func.unnest(*each).table_valued(*_WRITTEN).render_derived(name="new")
     values = {name: None if value is None else new.c[name] for name, value in _NEW_TASK.items()}
     rows = _from_head(OWNER, values).select_from(new.join(sync_heads, true()))
     return insert(tasks).from_select(list(values), rows)
@@ -137,8 +140,15 @@ array (``insert_tasks_params``): planned and run once, not once a task."""
 
 def insert_tasks_params(owner: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """``INSERT_TASKS_POSTGRESQL``'s parameters for ``task_row`` rows."""
-    written = (name for name, value in _NEW_TASK.items() if value is not None)
-    return {"owner": owner, **{f"{name}_each": [row[name] for row in rows] for name in written}}
+    return {"owner": owner, **{f"{name}_each": [row[name] for row in rows] for name in _WRITTEN}}
+
+
+def check_inserted(inserted: int, expected: int) -> None:
+    """Fail unless every new task was inserted: their rows are selected from
+    the owner's head, so without it (no change number claimed) none would be,
+    silently."""
+    if inserted != expected:
+        raise RuntimeError(f"{inserted} of {expected} new tasks inserted: no change number")
 
 
 UPDATE_TASK: Update = (

@@ -82,11 +82,7 @@ class OwnersWrites:
                 result = await self._conn.execute(sql.INSERT_TASKS_POSTGRESQL, params)
             else:
                 result = await self._conn.execute(sql.INSERT_TASK, rows)
-            # The rows are selected from the owner's head: without it, silently none.
-            if result.rowcount != len(rows):
-                raise RuntimeError(
-                    f"{result.rowcount} of {len(rows)} new tasks inserted: no change number"
-                )
+            sql.check_inserted(result.rowcount, len(rows))
         return self._conn
 
 
