@@ -36,7 +36,7 @@ import httpx
 import pytest
 
 from tests.support import make_token
-from tests.support.prerequisites import missing_prerequisite
+from tests.support.prerequisites import missing_prerequisite, npm_ci
 from tests.support.processes import TaskvaultServer
 
 HERE = Path(__file__).resolve().parent
@@ -48,7 +48,6 @@ NODE_MISSING = f"node not found: the generated-clients test needs it {HOW_TO_RUN
 PACKAGES_MISSING = f"tests/clients's npm packages are not installed {HOW_TO_RUN}"
 GENERATOR_MISSING = "openapi-python-client is not installed (`pip install -e '.[dev]'`)"
 STEP_TIMEOUT_S = 180
-NPM_CI_TIMEOUT_S = 600
 
 # What a user of each generator types, from the project's root (README
 # "Generate a typed client"); ``{doc}`` is the downloaded document, ``{out}`` the
@@ -131,16 +130,7 @@ def _node() -> str:
     if not (BIN / "tsc").exists() or not (NODE_MODULES / "openapi-fetch").is_dir():
         if os.environ.get("CI", "").lower() != "true":
             pytest.skip(PACKAGES_MISSING)
-        npm = shutil.which("npm")
-        assert npm is not None, "node is installed but npm is not: cannot install tests/clients"
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=HERE,
-            capture_output=True,
-            text=True,
-            timeout=NPM_CI_TIMEOUT_S,
-        )
-        assert result.returncode == 0, f"npm ci in tests/clients failed:\n{result.stderr[-3000:]}"
+        npm_ci(HERE)
     return node
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from adapters.sql.migrate import upgrade
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
 from tests.support import SECRET
-from tests.support.prerequisites import missing_prerequisite
+from tests.support.prerequisites import missing_prerequisite, npm_ci
 from tests.support.processes import LOOPBACK, ServerProcess, free_port
 
 IDP = Path(__file__).resolve().parents[1] / "idp"
@@ -42,7 +41,6 @@ NODE_MISSING = (
 )
 HTTP_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 30.0
-NPM_CI_TIMEOUT_S = 600
 PASSWORD = "correct horse battery staple"
 
 
@@ -53,16 +51,7 @@ def node() -> str:
     if node is None:
         missing_prerequisite(NODE_MISSING)
     if not (IDP / "node_modules" / "better-auth").is_dir():
-        npm = shutil.which("npm")
-        assert npm is not None, "node is installed but npm is not: cannot install tests/idp"
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=IDP,
-            capture_output=True,
-            text=True,
-            timeout=NPM_CI_TIMEOUT_S,
-        )
-        assert result.returncode == 0, f"npm ci in tests/idp failed:\n{result.stderr[-3000:]}"
+        npm_ci(IDP)
     return node
 
 
