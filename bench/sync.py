@@ -214,48 +214,11 @@ class Admin:
 
     def count(self, pattern: str) -> int:
         """Tasks whose user id is LIKE ``pattern``."""
-        if self.db.kind == "sqlite":
-            conn = sqlite3.connect(self.sqlite_path)
-            try:
-                row = conn.execute(
-                    "SELECT count(*) FROM tasks WHERE user_id LIKE ?", (pattern,)
-                ).fetchone()
-                return int(row[0])
-            finally:
-                conn.close()
-
-        async def count_pg() -> int:
-            conn = await asyncpg.connect(self.pg_dsn)
-            try:
-                query = "SELECT count(*) FROM tasks WHERE user_id LIKE $1"
-                return int(await conn.fetchval(query, pattern))
-            finally:
-                await conn.close()
-
-        return asyncio.run(count_pg())
+        return int(self._scalar("SELECT count(*) FROM tasks WHERE user_id LIKE $1", pattern))
 
     def head(self, user: str) -> int:
-        if self.db.kind == "sqlite":
-            conn = sqlite3.connect(self.sqlite_path)
-            try:
-                row = conn.execute(
-                    "SELECT change_seq FROM sync_heads WHERE user_id = ?", (user,)
-                ).fetchone()
-                return int(row[0]) if row else 0
-            finally:
-                conn.close()
-
-        async def head_pg() -> int:
-            conn = await asyncpg.connect(self.pg_dsn)
-            try:
-                value = await conn.fetchval(
-                    "SELECT change_seq FROM sync_heads WHERE user_id = $1", user
-                )
-                return int(value or 0)
-            finally:
-                await conn.close()
-
-        return asyncio.run(head_pg())
+        query = "SELECT coalesce(max(change_seq), 0) FROM sync_heads WHERE user_id = $1"
+        return int(self._scalar(query, user))
 
     def _scalar(self, query: str, *args: Any) -> Any:
         """One value, on SQLite with ``?`` for each ``$n`` of ``query``."""
