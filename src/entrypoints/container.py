@@ -20,7 +20,7 @@ from adapters.auth import CachingTokenVerifier, HmacTokenVerifier, JwksTokenVeri
 from adapters.memory import MemoryStorage
 from adapters.ratelimit import LimitsRateLimiter
 from adapters.sql.migrate import upgrade
-from adapters.sqlalchemy import SqlAlchemyStorage
+from adapters.sqlite import SqliteStorage
 from adapters.system import SystemClock, UuidV7Generator
 from application.ports import RateLimiter, Storage
 from application.signals import ChangeSignals
@@ -37,7 +37,7 @@ WATCH_RESTART_S = 1.0
 
 
 def open_storage(settings: Settings) -> Storage:
-    """Memory, SQLite through SQLAlchemy, or PostgreSQL through asyncpg, by URL."""
+    """Memory, SQLite through ``sqlite3``, or PostgreSQL through asyncpg, by URL."""
     url = settings.database_url
     if url == MEMORY_URL:
         return MemoryStorage()
@@ -49,7 +49,7 @@ def open_storage(settings: Settings) -> Storage:
             pool_size=pool_size,
             pooled_by_transaction=settings.db_pooler == "transaction",
         )
-    return SqlAlchemyStorage(url, timeout_s=timeout_s, pool_size=pool_size)
+    return SqliteStorage(url, timeout_s=timeout_s)
 
 
 async def storage_lifetime(settings: Settings) -> AsyncIterator[Storage]:

@@ -1,7 +1,8 @@
 """A ``Storage`` of every adapter: the contract tests run once per store.
 
-PostgreSQL is served by two adapters: the asyncpg one the service uses, and
-the SQLAlchemy one, which must pass the same contract; both on Citus too.
+SQLite and PostgreSQL are each served by two adapters: the one the service
+uses (``sqlite3`` on the event loop; asyncpg), and the SQLAlchemy one, which
+must pass the same contract; on Citus too.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import pytest
 from adapters.asyncpg import PgStorage
 from adapters.memory import MemoryStorage
 from adapters.sqlalchemy import SqlAlchemyStorage
+from adapters.sqlite import SqliteStorage
 from application.ports import Storage
 from tests.support import SequentialIds
 
 ADAPTERS = [
     pytest.param("memory", marks=pytest.mark.memory),
     pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("sqlalchemy-sqlite", marks=pytest.mark.sqlite),
     pytest.param("asyncpg", marks=pytest.mark.postgres),
     pytest.param("sqlalchemy-postgres", marks=pytest.mark.postgres),
     pytest.param("asyncpg-citus", marks=pytest.mark.citus),
@@ -40,6 +43,8 @@ def adapter(request: pytest.FixtureRequest) -> tuple[str, str]:
 def build_storage(adapter: str, url: str) -> Storage:
     if adapter == "memory":
         return MemoryStorage()
+    if adapter == "sqlite":
+        return SqliteStorage(url)
     return PgStorage(url) if adapter.startswith("asyncpg") else SqlAlchemyStorage(url)
 
 

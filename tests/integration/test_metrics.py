@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from adapters.memory import MemoryStorage
+from adapters.sqlite import SqliteStorage
 from application.errors import TokenFailure
 from entrypoints.http.app import create_app
 from entrypoints.http.metrics import AUTH_DETAILS, DETAIL_OF_FAILURE, auth_detail
@@ -73,7 +74,9 @@ async def test_metrics_is_prometheus_text_and_needs_no_token(
 async def test_pool_gauges_follow_the_store(app: FastAPI, client: httpx.AsyncClient) -> None:
     storage = app.state.services.storage
     pooled = not isinstance(storage, MemoryStorage)
-    expected_size = app.state.container.settings().db_pool_size if pooled else 0
+    # SQLite: the one writing connection, which requests take turns on.
+    fixed = {MemoryStorage: 0, SqliteStorage: 1}
+    expected_size = fixed.get(type(storage), app.state.container.settings().db_pool_size)
     _, samples = await scrape(client)
     assert value(samples, "taskvault_db_pool_size") == expected_size
     assert value(samples, "taskvault_db_pool_connections_in_use") == 0

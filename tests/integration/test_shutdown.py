@@ -120,8 +120,8 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) 
 
 
 def test_the_grace_period_bounds_the_wait(tmp_path: Path) -> None:
-    """Past the grace period the request is cancelled and the process exits 0 at once,
-    even though SQLite's driver thread is still waiting for the lock."""
+    """Past the grace period the request waiting for SQLite's lock is cancelled,
+    answered 503, and the process exits 0 at once."""
     database = tmp_path / "var" / "taskvault.db"
     grace_s = 1
     env = {"TASKVAULT_SHUTDOWN_GRACE_S": str(grace_s), "TASKVAULT_DB_TIMEOUT_S": "10"}
@@ -150,9 +150,11 @@ def test_the_grace_period_bounds_the_wait(tmp_path: Path) -> None:
     waited = (times[cancelled] - times["Shutting down"]).total_seconds()
     assert grace_s - 0.1 <= waited < grace_s + 1, waited
     assert "Application shutdown complete." in times
-    # The client lost the connection without an answer, and nothing changed.
-    assert call.response is None, call.response
-    assert isinstance(call.error, httpx.TransportError), repr(call.error)
+    # The client is told to retry elsewhere, and nothing changed.
+    assert call.response is not None, repr(call.error)
+    assert call.response.status_code == 503
+    assert call.response.headers["content-type"] == "application/problem+json"
+    assert call.response.headers["retry-after"] == "1"
     with sqlite3.connect(database) as conn:
         assert conn.execute("SELECT title FROM tasks").fetchall() == [("Before",)]
 

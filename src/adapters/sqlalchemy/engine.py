@@ -10,6 +10,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from adapters.sql.sqlite import PRAGMAS
+
 WRITE_OPTION = "taskvault_write"
 """Execution option that marks a transaction as a writer (SQLite: BEGIN IMMEDIATE)."""
 
@@ -85,9 +87,8 @@ def _sqlite_engine(url: str, database: str | None, timeout_s: float, pool_size: 
         # We issue BEGIN ourselves (below), so the driver must not.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit that returned is on disk, even after a power cut.
-        cursor.execute("PRAGMA synchronous=FULL")
+        for pragma in PRAGMAS:
+            cursor.execute(pragma)
         cursor.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
         cursor.close()
 

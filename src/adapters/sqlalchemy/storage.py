@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from adapters.sql.row_security import ROLE_BYPASSES_RLS, bypass_warnings
+from adapters.sql.sqlite import PROBE_INTERVAL_S, data_version
 from adapters.sqlalchemy.engine import create_engine
 from adapters.sqlalchemy.unit_of_work import SqlTaskReader, SqlUnitOfWork
 from application.errors import StorageUnavailable
@@ -19,11 +19,6 @@ from application.signals import ChangeSignals, poll_heads
 
 WATCH_INTERVAL_S = 0.25
 """How often, while requests wait, this store reads their users' heads (PostgreSQL)."""
-
-PROBE_INTERVAL_S = 0.1
-"""How often, while requests wait, SQLite's commit counter is read: microseconds
-each, and a tenth of a second leaves most of the one second a wake may take to
-a loaded machine."""
 
 
 class SqlAlchemyStorage:
@@ -74,7 +69,7 @@ class SqlAlchemyStorage:
         probe = sqlite3.connect(self.engine.url.database, check_same_thread=False)
         try:
             await poll_heads(
-                self, signals, interval_s=PROBE_INTERVAL_S, changed=_data_version(probe)
+                self, signals, interval_s=PROBE_INTERVAL_S, changed=data_version(probe)
             )
         finally:
             probe.close()
@@ -88,19 +83,3 @@ class SqlAlchemyStorage:
         except Exception as error:
             return [f"could not check the database role: {type(error).__name__}"]
         return bypass_warnings(None if row is None else dict(row))
-
-
-def _data_version(probe: sqlite3.Connection) -> Callable[[], Awaitable[bool]]:
-    """A probe: has anyone committed to the database since the probe last ran?
-
-    ``PRAGMA data_version`` reads shared memory, microseconds: run inline.
-    """
-    last = probe.execute("PRAGMA data_version").fetchone()[0]
-
-    async def changed() -> bool:
-        nonlocal last
-        current = probe.execute("PRAGMA data_version").fetchone()[0]
-        changed, last = current != last, current
-        return bool(changed)
-
-    return changed

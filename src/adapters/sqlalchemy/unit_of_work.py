@@ -11,16 +11,16 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sql import row_security
-from adapters.sqlalchemy.engine import WRITE_OPTION
-from adapters.sqlalchemy.errors import unavailable
-from adapters.sqlalchemy.idempotency import SqlIdempotencyStore
-from adapters.sqlalchemy.repository import (
+from adapters.sql.idempotency import SqlIdempotencyStore
+from adapters.sql.repository import (
     OwnersWrites,
     SqlTaskRepository,
     get_task,
     list_changes,
     list_tasks,
 )
+from adapters.sqlalchemy.engine import WRITE_OPTION
+from adapters.sqlalchemy.errors import unavailable
 from application.errors import StorageUnavailable
 from application.queries import TaskQuery
 from application.sync import ChangeNumber, Changes
@@ -142,7 +142,8 @@ class SqlUnitOfWork:
         return self._conn
 
     async def commit(self) -> None:
-        await (await self._writes.flushed()).commit()
+        await self._writes.flushed()
+        await self.connection.commit()
 
     async def _take_turn(self) -> None:
         if self._writers is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -69,6 +70,18 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except asyncio.CancelledError:
+            # Cut off by a shutdown past its grace period: a 503 tells the
+            # client to retry elsewhere, where uvicorn would send a bare 500.
+            if not response_started:
+                response = problem_response(
+                    problems.SERVICE_UNAVAILABLE,
+                    "The server stopped before the request completed.",
+                    instance=scope["path"],
+                    headers={"Retry-After": "1"},
+                )
+                await response(scope, receive, send_with_headers)
+            raise
         except Exception as error:
             status = 500
             error_log.error("unhandled error", extra={"error_type": type(error).__name__})

@@ -1,5 +1,6 @@
 """SQLite through the SQLAlchemy store: readers send no BEGIN, writers of one
-process take turns (``engine.py``, ``unit_of_work.py``)."""
+process take turns (``engine.py``, ``unit_of_work.py``; their order and
+completeness in ``tests/integration/sqlite``)."""
 
 from __future__ import annotations
 
@@ -42,37 +43,6 @@ async def _create(storage: SqlAlchemyStorage, title: str) -> None:
     async with storage.unit_of_work("alice") as uow:
         await uow.tasks.add(_task(title))
         await uow.commit()
-
-
-async def test_writers_are_served_in_order_of_arrival(storage: SqlAlchemyStorage) -> None:
-    entered: list[int] = []
-    async with storage.unit_of_work("alice") as first:
-
-        async def write(n: int) -> None:
-            async with storage.unit_of_work("alice") as uow:
-                entered.append(n)
-                await uow.tasks.add(_task(f"task {n}"))
-                await uow.commit()
-
-        writers = []
-        for n in range(5):
-            writers.append(asyncio.create_task(write(n)))
-            await asyncio.sleep(0.01)
-        await first.commit()
-    await asyncio.gather(*writers)
-    assert entered == [0, 1, 2, 3, 4]
-
-
-async def test_many_concurrent_writes_all_land(sqlite_url: str) -> None:
-    # The production timeout: the fortieth writer waits for 39 turns, longer
-    # than TIMEOUT_S on a loaded machine, and this test is about none being lost.
-    storage = SqlAlchemyStorage(sqlite_url, timeout_s=5.0)
-    try:
-        await asyncio.gather(*(_create(storage, f"task {n}") for n in range(40)))
-        stored = await storage.reader("alice").list(TaskQuery(limit=200))
-    finally:
-        await storage.close()
-    assert sorted(task.title for task in stored) == sorted(f"task {n}" for n in range(40))
 
 
 async def test_a_writer_waits_no_longer_than_the_timeout(storage: SqlAlchemyStorage) -> None:

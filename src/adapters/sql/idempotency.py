@@ -1,22 +1,22 @@
-"""``IdempotencyStore`` through SQLAlchemy: outcomes live beside their tasks."""
+"""``IdempotencyStore`` on a ``Connection``: outcomes live beside their tasks."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from sqlalchemy import Insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sql import statements as sql
+from adapters.sql.connection import Connection
+from adapters.sql.repository import OwnersWrites
 from adapters.sql.rows import outcome_from, outcome_row
-from adapters.sqlalchemy.repository import OwnersWrites
 from application.ports import IdempotentOutcome
 
 
 class SqlIdempotencyStore:
     """One owner's outcomes in the unit of work's transaction."""
 
-    def __init__(self, connection: AsyncConnection, owner: str, writes: OwnersWrites) -> None:
+    def __init__(self, connection: Connection, owner: str, writes: OwnersWrites) -> None:
         self._conn = connection
         self._owner = owner
         self._writes = writes

@@ -1,4 +1,5 @@
-"""Tasks through SQLAlchemy: every statement names the owner it was built for."""
+"""Tasks on a ``Connection`` (SQLAlchemy's, or the SQLite store's): every statement
+names the owner it was built for."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from adapters.sql import statements as sql
+from adapters.sql.connection import Connection
 from adapters.sql.rows import changes_from, task_from, task_row
 from application.errors import ForeignTask
 from application.queries import TaskQuery
@@ -16,19 +16,19 @@ from application.sync import ChangeNumber, Changes
 from domain.task import Task
 
 
-async def get_task(conn: AsyncConnection, owner: str, task_id: uuid.UUID) -> Task | None:
+async def get_task(conn: Connection, owner: str, task_id: uuid.UUID) -> Task | None:
     row = (await conn.execute(sql.SELECT_TASK, {"owner": owner, "task_id": task_id})).first()
     return None if row is None else task_from(row)
 
 
-async def list_tasks(conn: AsyncConnection, owner: str, query: TaskQuery) -> list[Task]:
+async def list_tasks(conn: Connection, owner: str, query: TaskQuery) -> list[Task]:
     statement = sql.list_statement(sql.ListShape.of(query))
     result = await conn.execute(statement, sql.list_params(owner, query))
     return [task_from(row) for row in result]
 
 
 async def list_changes(
-    conn: AsyncConnection, owner: str, after: ChangeNumber | None, limit: int
+    conn: Connection, owner: str, after: ChangeNumber | None, limit: int
 ) -> Changes:
     statement = sql.changes_statement(sql.FeedShape(first=after is None))
     result = await conn.execute(statement, sql.changes_params(owner, after, limit))
@@ -47,16 +47,16 @@ class OwnersWrites:
 
     New tasks go out together just before the next statement or the commit:
     nothing reads an insert's result, and a batch's creates then cost the
-    driver one call (on SQLite one hop to its thread), not one each.
+    driver one call, not one each.
     """
 
-    def __init__(self, connection: AsyncConnection, owner: str) -> None:
+    def __init__(self, connection: Connection, owner: str) -> None:
         self._conn = connection
         self._owner = owner
         self._claimed = False
         self._inserts: list[dict[str, Any]] = []
 
-    async def numbered(self) -> AsyncConnection:
+    async def numbered(self) -> Connection:
         """The connection, with the change number claimed and new tasks sent."""
         await self._claim()
         return await self.flushed()
@@ -72,7 +72,7 @@ class OwnersWrites:
             await self._conn.execute(claim, {"owner": self._owner})
             self._claimed = True
 
-    async def flushed(self) -> AsyncConnection:
+    async def flushed(self) -> Connection:
         """The connection, with the new tasks sent."""
         if self._inserts:
             rows, self._inserts = self._inserts, []
@@ -89,7 +89,7 @@ class OwnersWrites:
 class SqlTaskRepository:
     """One owner's tasks in the unit of work's transaction."""
 
-    def __init__(self, connection: AsyncConnection, owner: str, writes: OwnersWrites) -> None:
+    def __init__(self, connection: Connection, owner: str, writes: OwnersWrites) -> None:
         self._conn = connection
         self._owner = owner
         self._writes = writes
