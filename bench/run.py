@@ -73,8 +73,13 @@ SCENARIO_LABELS = {
     "create": "POST create",
     "complete": "PATCH /complete",
 }
-TARGETS = ("taskvault", "floor", "raw")
-TARGET_LABELS = {"taskvault": "taskvault", "floor": "FastAPI floor", "raw": "raw asyncpg"}
+TARGETS = ("taskvault", "baseline", "floor", "raw")
+TARGET_LABELS = {
+    "taskvault": "taskvault",
+    "baseline": "before",
+    "floor": "FastAPI floor",
+    "raw": "raw asyncpg",
+}
 MAIN_DB = "taskvault_bench"
 SCALE_DB = "taskvault_bench_scale"
 APP_ROLE = "taskvault_bench_app"
@@ -111,6 +116,7 @@ class Options:
     users: int
     tasks_per_user: int
     out: Path
+    baseline: str
 
 
 def _env_int(name: str, default: int) -> int:
@@ -166,6 +172,12 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--users", type=int, default=_env_int("BENCH_USERS", 1000))
     parser.add_argument("--tasks-per-user", type=int, default=_env_int("BENCH_TASKS", 50))
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
+    parser.add_argument(
+        "--baseline",
+        default=os.environ.get("BENCH_BASELINE", ""),
+        help="a git revision: its taskvault runs as one more target ('before'), on the same "
+        "database, so that a change is measured against what it replaces in the same run",
+    )
     args = parser.parse_args(argv)
     db = {"postgres": "postgres", "postgresql": "postgres", "pg": "postgres"}.get(
         args.db.lower(), args.db.lower()
@@ -195,6 +207,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         users=args.users,
         tasks_per_user=args.tasks_per_user,
         out=args.out.resolve(),
+        baseline=args.baseline,
     )
 
 
@@ -650,12 +663,30 @@ class Harness:
         server.wait_ready(ready_path, headers)
         return server
 
-    def start_taskvault(self, name: str, db: Database) -> Server:
+    def start_taskvault(self, name: str, db: Database, source: Path | None = None) -> Server:
+        """``taskvault serve``; ``source``: with the packages of another checkout."""
         port = free_port()
         cmd = [str(BIN / "taskvault"), "serve", "--no-migrate", "--host", "127.0.0.1"]
         cmd += ["--port", str(port), "--workers", "1"]
-        server = Server(name, cmd, self.tool_env(db.app_url), port, self.logs)
+        env = self.tool_env(db.app_url)
+        if source is not None:
+            # Ahead of the editable install's path entry: its modules are imported instead.
+            env["PYTHONPATH"] = str(source)
+        server = Server(name, cmd, env, port, self.logs)
         return self.start(server, "/healthz", None)
+
+    def baseline_source(self, revision: str) -> Path:
+        """``src/`` of ``revision``, exported under the output folder."""
+        sha = run(["git", "rev-parse", "--verify", f"{revision}^{{commit}}"], cwd=ROOT).strip()
+        folder = self.out / f"baseline-{sha[:12]}"
+        if not (folder / "src").is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            tarball = folder / "src.tar"
+            run(["git", "archive", "--output", str(tarball), sha, "src"], cwd=ROOT)
+            run(["tar", "-xf", str(tarball), "-C", str(folder)])
+            tarball.unlink()
+        log(f"baseline: taskvault at {revision} ({sha[:12]}) from {folder / 'src'}")
+        return folder / "src"
 
     def stop_all(self) -> None:
         for server in reversed(self.servers):
@@ -1078,6 +1109,10 @@ def bench(h: Harness) -> int:
     # Servers.
     log("starting taskvault, the FastAPI floor and raw asyncpg")
     servers: dict[str, Server] = {"taskvault": h.start_taskvault("taskvault", main_db)}
+    if o.baseline:
+        source = h.baseline_source(o.baseline)
+        servers["baseline"] = h.start_taskvault("baseline", main_db, source)
+        task_files["baseline"] = task_files["taskvault"]
     probe_user = users[0]
     auth = {"Authorization": f"Bearer {tokens[probe_user]}"}
     floor_port = free_port()
@@ -1106,7 +1141,7 @@ def bench(h: Harness) -> int:
     # The yardsticks are done: read their memory and free their database connections
     # (PostgreSQL's max_connections is shared with whatever else runs on this machine).
     memory: dict[str, dict[str, int]] = {}
-    for name in ("floor", "raw"):
+    for name in ("baseline", "floor", "raw"):
         if name in servers:
             memory[name] = servers[name].memory_kib()
             servers[name].stop()
@@ -1161,6 +1196,14 @@ def bench(h: Harness) -> int:
             else "."
         ),
         role_note,
+        *(
+            [
+                f"before: taskvault at {o.baseline}, on the same database with the same "
+                "settings; taskvault/target in its rows is what the change gains or loses."
+            ]
+            if "baseline" in servers
+            else []
+        ),
         "Row-level security does not apply to superusers: the seeder and the raw asyncpg app "
         "connect as the superuser on purpose.",
         "FastAPI floor: same routes, a header dependency and pydantic models; no database, no "
