@@ -11,8 +11,9 @@ from adapters.sqlite.writer import Writer
 
 
 class SqliteUnitOfWork:
-    """A write transaction: begun with the write lock (``BEGIN IMMEDIATE``) once
-    it is this unit of work's turn, so its statements never wait.
+    """A writer's savepoint in its group's transaction, begun once it is this
+    unit of work's turn and the write lock is held (``Writer``), so its
+    statements never wait.
 
     The owner's next change number is taken by its first statement that
     writes (``OwnersWrites``); writers run one at a time, so idempotency keys
@@ -25,6 +26,7 @@ class SqliteUnitOfWork:
     def __init__(self, writer: Writer, owner: str) -> None:
         self._writer = writer
         self._owner = owner
+        self._ended = False
 
     async def __aenter__(self) -> SqliteUnitOfWork:
         await self._writer.begin()
@@ -36,6 +38,8 @@ class SqliteUnitOfWork:
 
     async def commit(self) -> None:
         await self._writes.flushed()
+        # The writer hands the turn on whether or not the commit succeeds.
+        self._ended = True
         await self._writer.commit()
 
     async def __aexit__(
@@ -44,7 +48,8 @@ class SqliteUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._writer.release()
+        if not self._ended:
+            self._writer.abandon()
         if isinstance(exc, Exception):
             mapped = unavailable(exc)
             if mapped is not exc:

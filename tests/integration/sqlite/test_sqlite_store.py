@@ -132,9 +132,11 @@ async def test_statements_run_on_the_loop_and_only_the_commit_on_a_thread(
     # tasks, one executemany; the commit waits on the disk, off the loop.
     assert sent == [
         ("BEGIN IMMEDIATE", True),
+        ("SAVEPOINT UNIT_OF_WORK", True),
         ("INSERT INTO SYNC_HEADS", True),
         ("INSERT INTO TASKS", True),
         ("INSERT INTO TASKS", True),
+        ("RELEASE UNIT_OF_WORK", True),
         ("COMMIT", False),
     ]
     sent.clear()
@@ -233,6 +235,71 @@ async def test_a_cancelled_commit_finishes_before_the_next_writer(
     monkeypatch.setattr(Writer, "_commit", commit)
     await _create(storage, "next")
     assert await _titles(storage) == ["cancelled", "next"]
+
+
+async def test_writers_queued_during_a_commit_share_the_next(
+    storage: SqliteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One COMMIT (one fsync) for the writers that queued while the previous one
+    ran, each returning only once its own work is on disk."""
+    commits: list[str] = []
+    committing = threading.Event()
+    commit = Writer._commit
+
+    def slow(writer: Writer) -> None:
+        committing.set()
+        threading.Event().wait(0.1)
+        commit(writer)
+        commits.append("done")
+
+    monkeypatch.setattr(Writer, "_commit", slow)
+
+    async def create(n: int) -> int:
+        await _create(storage, f"task {n}")
+        return len(commits)
+
+    first = asyncio.create_task(create(0))
+    assert await asyncio.to_thread(committing.wait, 5)
+    queued = await asyncio.gather(*(create(n) for n in range(1, 11)))
+    assert await first == 1
+    assert queued == [2] * 10
+    assert commits == ["done", "done"]
+    assert await _titles(storage) == sorted(f"task {n}" for n in range(11))
+
+
+async def test_a_writer_that_does_not_commit_undoes_only_its_own_work(
+    storage: SqliteStorage,
+) -> None:
+    async def fail_after_writing() -> None:
+        async with storage.unit_of_work("alice") as uow:
+            await uow.tasks.add(_task("undone"))
+            await uow.tasks.list(TaskQuery())  # sends the insert
+            raise RuntimeError("changed its mind")
+
+    results = await asyncio.gather(
+        _create(storage, "one"),
+        fail_after_writing(),
+        _create(storage, "two"),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results] == [type(None), RuntimeError, type(None)]
+    assert await _titles(storage) == ["one", "two"]
+
+
+async def test_a_failed_commit_fails_every_writer_of_its_group(
+    storage: SqliteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(writer: Writer) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(Writer, "_commit", failing)
+    results = await asyncio.gather(
+        *(_create(storage, f"lost {n}") for n in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, StorageUnavailable) for r in results), results
+    monkeypatch.undo()
+    await _create(storage, "after")
+    assert await _titles(storage) == ["after"]
 
 
 def _busy() -> sqlite3.OperationalError:
