@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
+    CTE,
     ColumnElement,
     CompoundSelect,
     FromClause,
@@ -35,6 +36,7 @@ from adapters.sql import row_security
 from adapters.sql import statements as sql
 from adapters.sql.distribution import DISTRIBUTION_COLUMN
 from adapters.sql.row_security import USER_SETTING
+from adapters.sql.tables import sync_heads
 
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 
@@ -178,12 +180,40 @@ def _joined(source: FromClause) -> Iterator[Table]:
 
 def as_user(owner: str, *, numbered: bool) -> str:
     """Row-level security's user for the transaction, in one round trip after
-    its BEGIN; ``numbered``, with the user's next change number claimed too.
-
-    Not in BEGIN's batch: Citus passes a ``SET LOCAL`` on to the workers as
-    the text of the whole batch it came in, and a BEGIN in it would make
-    every worker warn that a transaction is in progress already; for the same
-    reason, on Citus the claim is not ``numbered`` into it either.
-    """
+    its BEGIN; ``numbered``, with the user's next change number claimed too."""
     claim = (CLAIM_AND_NOTIFY,) if numbered else ()
     return "; ".join((*row_security.user_statements(owner), *claim))
+
+
+def begin_as_user(owner: str, numbered: bool) -> str:
+    """``as_user`` with the BEGIN in the same round trip (not on Citus, which
+    passes a ``SET LOCAL`` on to its workers as the text of the whole batch
+    it came in: they would warn of a BEGIN, and run the claim again)."""
+    return f"BEGIN; {as_user(owner, numbered=numbered)}"
+
+
+def _claimed() -> CTE:
+    """The user's next change number as a CTE of one statement that sets
+    row-level security's user itself (as ``single_statement``) and tells every
+    instance's LISTEN: ``user_id``, ``change_seq``."""
+    owner = (
+        select(func.set_config(literal_column(f"'{USER_SETTING}'"), sql.OWNER, true()).label("uid"))
+        .cte("owner")
+        .prefix_with("MATERIALIZED")
+    )
+    claim = postgresql.insert(sync_heads).from_select(
+        ["user_id", "change_seq"], select(owner.c.uid, literal_column("1"))
+    )
+    claim = claim.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_={"change_seq": sync_heads.c.change_seq + literal_column("1")},
+    )
+    notify = func.pg_notify(literal_column(f"'{CHANGES_CHANNEL}'"), sync_heads.c.user_id)
+    return claim.returning(sync_heads.c.user_id, sync_heads.c.change_seq, notify).cte("head")
+
+
+_HEAD = _claimed()
+
+CREATE_ALONE = sql.insert_task(_HEAD).add_cte(_HEAD)
+CREATE_MANY_ALONE = sql.insert_tasks_postgresql(_HEAD).add_cte(_HEAD)
+UPDATE_ALONE = sql.update_task(_HEAD).add_cte(_HEAD)

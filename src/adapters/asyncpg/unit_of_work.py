@@ -33,7 +33,10 @@ class _Transaction:
 
     New tasks are inserted together, just before the next statement or the
     commit: nothing reads an insert's result, and a batch's creates then
-    cost one round trip, not one each.
+    cost one round trip, not one each. When they are all the transaction
+    holds (a create), they go out at the commit as one statement that sets
+    the user, claims the number, inserts and notifies in a transaction of its
+    own: one round trip instead of three (not on Citus, as ``begin_as_user``).
     """
 
     __slots__ = ("_citus", "_inserts", "_owner", "connection", "numbered", "open")
@@ -47,9 +50,33 @@ class _Transaction:
         self._inserts: list[dict[str, Any]] = []
 
     async def insert_later(self, task: Task) -> None:
-        """Queue ``task``'s insert, in the transaction with its change number claimed."""
-        await self._open(numbered=True)
+        """Queue ``task``'s insert; in a transaction begun already, with the change
+        number claimed now."""
+        if self.open:
+            await self._open(numbered=True)
         self._inserts.append(task_row(task))
+
+    async def commit(self) -> None:
+        if not self.open and self._inserts and not self._citus:
+            await self._insert_alone()
+            return
+        conn = await self.begun(numbered=bool(self._inserts))
+        await conn.execute("COMMIT")
+
+    async def _insert_alone(self) -> None:
+        rows, self._inserts = self._inserts, []
+        if len(rows) == 1:
+            statement, params = compiled_sql.CREATE_ALONE, {"owner": self._owner, **rows[0]}
+        else:
+            statement = compiled_sql.CREATE_MANY_ALONE
+            params = sql.insert_tasks_params(self._owner, rows)
+        compiled = compiled_sql.compiled(statement)
+        status = await self.connection.execute(compiled.text, *compiled.args(params))
+        sql.check_inserted(int(status.rsplit(" ", 1)[1]), len(rows))
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._inserts)
 
     async def flushed(self) -> asyncpg.Connection:
         """The connection, with the queued inserts sent."""
@@ -68,9 +95,9 @@ class _Transaction:
 
     async def begun(self, *, numbered: bool = False) -> asyncpg.Connection:
         """The connection inside the transaction, begun now (with the user set) if
-        need be; ``numbered``, with the change number claimed too; the queued
-        inserts sent."""
-        await self._open(numbered=numbered)
+        need be; ``numbered`` (or with inserts queued), with the change number
+        claimed too; the queued inserts sent."""
+        await self._open(numbered=numbered or bool(self._inserts))
         return await self.flushed()
 
     async def _open(self, *, numbered: bool) -> None:
@@ -79,13 +106,15 @@ class _Transaction:
             # connection is rolled back before it goes back to the pool.
             self.open = True
             self.numbered = numbered
-            await self.connection.execute("BEGIN")
+            if not self._citus:
+                await self.connection.execute(compiled_sql.begin_as_user(self._owner, numbered))
+                return
             # Citus hands the workers the whole text of the batch a SET LOCAL
-            # came in, where the claim's INSERT would run again and fail: there
-            # the claim takes a round trip of its own.
-            together = numbered and not self._citus
-            await self.connection.execute(compiled_sql.as_user(self._owner, numbered=together))
-            if numbered and not together:
+            # came in, where a BEGIN would warn and the claim's INSERT run
+            # again and fail: there each takes a round trip of its own.
+            await self.connection.execute("BEGIN")
+            await self.connection.execute(compiled_sql.as_user(self._owner, numbered=False))
+            if numbered:
                 await self.connection.execute(compiled_sql.CLAIM_AND_NOTIFY)
         elif numbered and not self.numbered:
             self.numbered = True
@@ -210,8 +239,8 @@ class PgUnitOfWork:
     async def commit(self) -> None:
         tx = self._tx
         assert tx is not None
-        if tx.open:
-            await (await tx.flushed()).execute("COMMIT")
+        if tx.open or tx.pending:
+            await tx.commit()
         # Only now: a COMMIT that failed or timed out leaves the connection in
         # doubt, and ``__aexit__`` must not return it to the pool as it is.
         tx.open = False

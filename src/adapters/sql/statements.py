@@ -19,6 +19,7 @@ from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
     Delete,
+    FromClause,
     Insert,
     Select,
     String,
@@ -93,49 +94,55 @@ SELECT_TASK: Select[Any] = select_task(OWNER)
 SELECT_TASK_FOR_UPDATE: Select[Any] = SELECT_TASK.with_for_update()
 
 
-_FROM_HEAD = {"user_id": sync_heads.c.user_id, "change_seq": sync_heads.c.change_seq}
+_FROM_HEAD = ("user_id", "change_seq")
 
 
-def _from_head(owner: ColumnElement[Any], values: dict[str, Any]) -> Select[Any]:
+def _from_head(
+    owner: ColumnElement[Any], values: dict[str, Any], head: FromClause = sync_heads
+) -> Select[Any]:
     """One row of ``values`` for the owner, with its user id and change number
     (``None`` in ``values``) read from the owner's head: its transaction
-    claimed it first.
+    claimed it first (or ``head`` is the claim's RETURNING).
 
     An INSERT ... SELECT, not a subquery in VALUES, which Citus rejects; and
     the head's own user id, which lets Citus run it on the one shard both
     rows are on.
     """
     return select(
-        *(
-            _FROM_HEAD[name] if value is None else value.label(name)
-            for name, value in values.items()
-        )
-    ).where(sync_heads.c.user_id == owner)
+        *(head.c[name] if value is None else value.label(name) for name, value in values.items())
+    ).where(head.c.user_id == owner)
 
 
 _NEW_TASK = {c.name: None if c.name in _FROM_HEAD else _param(c.name, c) for c in tasks.c}
-INSERT_TASK: Insert = insert(tasks).from_select(
-    list(_NEW_TASK), _from_head(_param("user_id", tasks.c.user_id), _NEW_TASK)
-)
+
+
+def insert_task(head: FromClause = sync_heads) -> Insert:
+    """A new task of the owner ``:user_id``, numbered from ``head``."""
+    owner = _param("user_id", tasks.c.user_id)
+    return insert(tasks).from_select(list(_NEW_TASK), _from_head(owner, _NEW_TASK, head))
+
+
+INSERT_TASK: Insert = insert_task()
 
 
 _WRITTEN = [name for name, value in _NEW_TASK.items() if value is not None]
 """The columns a new task's row brings; the others come from its owner's head."""
 
 
-def _insert_tasks_postgresql() -> Insert:
+def insert_tasks_postgresql(head: FromClause = sync_heads) -> Insert:
+    """PostgreSQL: an owner's new tasks in one statement, a column's values an
+    array (``insert_tasks_params``), numbered from ``head``."""
     each = (
         bindparam(f"{name}_each", type_=postgresql.ARRAY(tasks.c[name].type)) for name in _WRITTEN
     )
     new = func.unnest(*each).table_valued(*_WRITTEN).render_derived(name="new")
     values = {name: None if value is None else new.c[name] for name, value in _NEW_TASK.items()}
-    rows = _from_head(OWNER, values).select_from(new.join(sync_heads, true()))
+    rows = _from_head(OWNER, values, head).select_from(new.join(head, true()))
     return insert(tasks).from_select(list(values), rows)
 
 
-INSERT_TASKS_POSTGRESQL: Insert = _insert_tasks_postgresql()
-"""PostgreSQL: an owner's new tasks in one statement, a column's values an
-array (``insert_tasks_params``): planned and run once, not once a task."""
+INSERT_TASKS_POSTGRESQL: Insert = insert_tasks_postgresql()
+"""Planned and run once, not once a task."""
 
 
 def insert_tasks_params(owner: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -151,16 +158,19 @@ def check_inserted(inserted: int, expected: int) -> None:
         raise RuntimeError(f"{inserted} of {expected} new tasks inserted: no change number")
 
 
-UPDATE_TASK: Update = (
-    update(tasks)
-    .where(_owned(OWNER), tasks.c.version == bindparam("expected_version"))
-    .values(
-        {
-            **{name: _param(f"new_{name}", tasks.c[name]) for name in _WRITABLE},
-            "change_seq": _head(OWNER),
-        }
+def update_task(head: FromClause | None = None) -> Update:
+    """The owner's task ``:task_id``, if it still has ``:expected_version``, with
+    the new fields and its transaction's change number (or ``head``'s)."""
+    number = _head(OWNER) if head is None else head.c.change_seq
+    statement = update(tasks).where(_owned(OWNER), tasks.c.version == bindparam("expected_version"))
+    if head is not None:
+        statement = statement.where(tasks.c.user_id == head.c.user_id)
+    return statement.values(
+        {**{name: _param(f"new_{name}", tasks.c[name]) for name in _WRITABLE}, "change_seq": number}
     )
-)
+
+
+UPDATE_TASK: Update = update_task()
 DELETE_TASK: Delete = delete(tasks).where(
     _owned(OWNER), tasks.c.version == bindparam("expected_version")
 )

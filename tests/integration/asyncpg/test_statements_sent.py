@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -38,17 +39,53 @@ async def _listening(storage: PgStorage) -> list[str]:
     return sent
 
 
-async def test_a_transactions_new_tasks_go_out_as_one_insert(storage: PgStorage) -> None:
+def _task(title: str) -> Task:
+    return Task.new(
+        task_id=uuid.uuid4(), owner="alice", fields=TaskFields(title), now=datetime.now(UTC)
+    )
+
+
+async def test_a_create_is_one_statement_in_a_transaction_of_its_own(storage: PgStorage) -> None:
+    """The user set, the number claimed, the insert and the NOTIFY in one round
+    trip, with no BEGIN or COMMIT; several creates too, as one insert of arrays."""
+
+    async def create(*titles: str) -> None:
+        async with storage.unit_of_work("alice") as uow:
+            for title in titles:
+                await uow.tasks.add(_task(title))
+            await uow.commit()
+
+    # asyncpg looks the array types up once per connection, at their first use.
+    await create("zero", "again")
     sent = await _listening(storage)
-    now = datetime.now(UTC)
-    async with storage.unit_of_work("alice") as uow:
-        for title in ("one", "two", "three"):
-            await uow.tasks.add(
-                Task.new(task_id=uuid.uuid4(), owner="alice", fields=TaskFields(title), now=now)
-            )
-        await uow.commit()
-    assert [statement for statement in sent if statement.startswith("INSERT INTO TASKS")] == [
-        "INSERT INTO TASKS"
-    ]
+    await create("one")
+    await create("two", "three")
+    await asyncio.sleep(0.05)  # asyncpg calls its query loggers later, on the loop
+    assert sent == ["WITH OWNER AS", "WITH OWNER AS"]
     stored = await storage.reader("alice").list(TaskQuery())
-    assert sorted(task.title for task in stored) == ["one", "three", "two"]
+    assert sorted(task.title for task in stored) == ["again", "one", "three", "two", "zero"]
+    changes = await storage.reader("alice").changes(None, 10)
+    assert changes.head == 3
+
+
+async def test_begin_goes_out_with_the_user_and_the_claim(storage: PgStorage) -> None:
+    """A transaction's BEGIN, row-level security's user and the claim are one
+    round trip; then the locking read, the update and the COMMIT."""
+    async with storage.unit_of_work("alice") as uow:
+        await uow.tasks.add(_task("one"))
+        await uow.commit()
+    stored = (await storage.reader("alice").list(TaskQuery()))[0]
+    sent = await _listening(storage)
+    async with storage.unit_of_work("alice") as uow:
+        current = await uow.tasks.get(stored.id)
+        assert current is not None
+        changed = current.toggle(datetime.now(UTC))
+        assert await uow.tasks.update(changed, expected_version=current.version)
+        await uow.commit()
+    await asyncio.sleep(0.05)
+    assert sent == [
+        "BEGIN; SET LOCAL",
+        "SELECT TASKS.ID, TASKS.USER_ID,",
+        "UPDATE TASKS SET",
+        "COMMIT",
+    ]
