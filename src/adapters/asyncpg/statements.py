@@ -68,6 +68,16 @@ def compiled(statement: ClauseElement) -> Compiled:
     return _compiled(statement)
 
 
+def _owner_cte() -> CTE:
+    """A CTE whose one row, ``uid``, is the owner, set as row-level security's
+    user for the statement's implicit transaction."""
+    return (
+        select(func.set_config(literal_column(f"'{USER_SETTING}'"), sql.OWNER, true()).label("uid"))
+        .cte("owner")
+        .prefix_with("MATERIALIZED")
+    )
+
+
 @lru_cache(maxsize=1024)
 def single_statement(
     read: sql.Read, shape: sql.ListShape | sql.FeedShape | None = None
@@ -89,11 +99,7 @@ def single_statement(
     filter on ``user_id``, and then sends it whole, CTE included, so that the
     worker sets the user itself. The CTE's column alone routes nothing.
     """
-    owner = (
-        select(func.set_config(literal_column(f"'{USER_SETTING}'"), sql.OWNER, true()).label("uid"))
-        .cte("owner")
-        .prefix_with("MATERIALIZED")
-    )
+    owner = _owner_cte()
     statement = read(owner.c.uid, shape)
     if not any(element is owner.c.uid for element in visitors.iterate(statement)):
         # Row-level security would hide every row: fail here, saying why.
@@ -196,11 +202,7 @@ def _claimed() -> CTE:
     """The user's next change number as a CTE of one statement that sets
     row-level security's user itself (as ``single_statement``) and tells every
     instance's LISTEN: ``user_id``, ``change_seq``."""
-    owner = (
-        select(func.set_config(literal_column(f"'{USER_SETTING}'"), sql.OWNER, true()).label("uid"))
-        .cte("owner")
-        .prefix_with("MATERIALIZED")
-    )
+    owner = _owner_cte()
     claim = postgresql.insert(sync_heads).from_select(
         ["user_id", "change_seq"], select(owner.c.uid, literal_column("1"))
     )
@@ -216,4 +218,3 @@ _HEAD = _claimed()
 
 CREATE_ALONE = sql.insert_task(_HEAD).add_cte(_HEAD)
 CREATE_MANY_ALONE = sql.insert_tasks_postgresql(_HEAD).add_cte(_HEAD)
-UPDATE_ALONE = sql.update_task(_HEAD).add_cte(_HEAD)

@@ -58,18 +58,19 @@ class _Transaction:
 
     async def commit(self) -> None:
         if not self.open and self._inserts and not self._citus:
-            await self._insert_alone()
+            await self._send_inserts(compiled_sql.CREATE_ALONE, compiled_sql.CREATE_MANY_ALONE)
             return
         conn = await self.begun(numbered=bool(self._inserts))
         await conn.execute("COMMIT")
 
-    async def _insert_alone(self) -> None:
+    async def _send_inserts(self, one: ClauseElement, many: ClauseElement) -> None:
+        """The queued inserts, with ``one``'s statement or, for several, ``many``'s
+        arrays."""
         rows, self._inserts = self._inserts, []
         if len(rows) == 1:
-            statement, params = compiled_sql.CREATE_ALONE, {"owner": self._owner, **rows[0]}
+            statement, params = one, {"owner": self._owner, **rows[0]}
         else:
-            statement = compiled_sql.CREATE_MANY_ALONE
-            params = sql.insert_tasks_params(self._owner, rows)
+            statement, params = many, sql.insert_tasks_params(self._owner, rows)
         compiled = compiled_sql.compiled(statement)
         status = await self.connection.execute(compiled.text, *compiled.args(params))
         sql.check_inserted(int(status.rsplit(" ", 1)[1]), len(rows))
@@ -80,18 +81,9 @@ class _Transaction:
 
     async def flushed(self) -> asyncpg.Connection:
         """The connection, with the queued inserts sent."""
-        conn = self.connection
         if self._inserts:
-            rows, self._inserts = self._inserts, []
-            if len(rows) == 1:
-                statement, params = sql.INSERT_TASK, rows[0]
-            else:
-                statement = sql.INSERT_TASKS_POSTGRESQL
-                params = sql.insert_tasks_params(self._owner, rows)
-            compiled = compiled_sql.compiled(statement)
-            status = await conn.execute(compiled.text, *compiled.args(params))
-            sql.check_inserted(int(status.rsplit(" ", 1)[1]), len(rows))
-        return conn
+            await self._send_inserts(sql.INSERT_TASK, sql.INSERT_TASKS_POSTGRESQL)
+        return self.connection
 
     async def begun(self, *, numbered: bool = False) -> asyncpg.Connection:
         """The connection inside the transaction, begun now (with the user set) if

@@ -158,19 +158,16 @@ def check_inserted(inserted: int, expected: int) -> None:
         raise RuntimeError(f"{inserted} of {expected} new tasks inserted: no change number")
 
 
-def update_task(head: FromClause | None = None) -> Update:
-    """The owner's task ``:task_id``, if it still has ``:expected_version``, with
-    the new fields and its transaction's change number (or ``head``'s)."""
-    number = _head(OWNER) if head is None else head.c.change_seq
-    statement = update(tasks).where(_owned(OWNER), tasks.c.version == bindparam("expected_version"))
-    if head is not None:
-        statement = statement.where(tasks.c.user_id == head.c.user_id)
-    return statement.values(
-        {**{name: _param(f"new_{name}", tasks.c[name]) for name in _WRITABLE}, "change_seq": number}
+UPDATE_TASK: Update = (
+    update(tasks)
+    .where(_owned(OWNER), tasks.c.version == bindparam("expected_version"))
+    .values(
+        {
+            **{name: _param(f"new_{name}", tasks.c[name]) for name in _WRITABLE},
+            "change_seq": _head(OWNER),
+        }
     )
-
-
-UPDATE_TASK: Update = update_task()
+)
 DELETE_TASK: Delete = delete(tasks).where(
     _owned(OWNER), tasks.c.version == bindparam("expected_version")
 )

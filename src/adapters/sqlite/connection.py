@@ -25,12 +25,13 @@ STATEMENT_CACHE = 256
 """Prepared statements each connection keeps: every list shape in use, and the rest."""
 
 
-def connect(database: str, *, busy_timeout_s: float) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are begun explicitly), with
-    SQLite's own wait on a lock bounded by ``busy_timeout_s``."""
+def connect(database: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are begun explicitly) that
+    never waits in SQLite's busy handler, on the loop: busy is answered at once
+    and retried by the caller (``busy.Deadline``)."""
     raw = sqlite3.connect(
         database,
-        timeout=busy_timeout_s,
+        timeout=0,
         isolation_level=None,
         check_same_thread=False,
         cached_statements=STATEMENT_CACHE,
@@ -103,10 +104,6 @@ class SqliteConnection:
         return DIALECT
 
     async def execute(self, statement: Executable, parameters: Any = None, /) -> Result:
-        return self.run(statement, parameters)
-
-    def run(self, statement: Executable, parameters: Any = None) -> Result:
-        """``execute``, synchronously: for a read that was handed to a thread."""
         statement_ = compiled(statement)
         if isinstance(parameters, list):
             cursor = self.raw.executemany(statement_.text, [statement_.args(p) for p in parameters])

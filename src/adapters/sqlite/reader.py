@@ -29,7 +29,7 @@ class Reads:
 
     def __init__(self, database: str, *, timeout_s: float) -> None:
         self._timeout_s = timeout_s
-        self.connection = SqliteConnection(connect(database, busy_timeout_s=0))
+        self.connection = SqliteConnection(connect(database))
 
     async def run(self, read: Callable[[Connection], Awaitable[T]]) -> T:
         deadline: Deadline | None = None
@@ -41,8 +41,6 @@ class Reads:
                     raise unavailable(error) from error
                 deadline = deadline or Deadline(self._timeout_s)
                 await deadline.pause(error)
-            except sqlite3.Error as error:
-                raise unavailable(error) from error
 
     def close(self) -> None:
         self.connection.raw.close()

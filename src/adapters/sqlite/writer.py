@@ -38,8 +38,7 @@ class Writer:
 
     def __init__(self, database: str, *, timeout_s: float) -> None:
         self._timeout_s = timeout_s
-        # Never SQLite's own wait, on the loop: busy is answered at once.
-        self.connection = SqliteConnection(connect(database, busy_timeout_s=0))
+        self.connection = SqliteConnection(connect(database))
         self._turns = asyncio.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="taskvault-sqlite-commit")
         self._group: list[asyncio.Future[None]] = []

@@ -114,7 +114,7 @@ async def test_many_concurrent_writes_all_land(
 
 
 async def test_statements_run_on_the_loop_and_only_the_commit_on_a_thread(
-    storage: SqliteStorage, database: str
+    storage: SqliteStorage,
 ) -> None:
     sent: list[tuple[str, bool]] = []
     loop_thread = threading.get_ident()
