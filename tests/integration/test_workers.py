@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -175,53 +174,3 @@ def test_two_workers_serve_one_port_one_secret_one_database(tmp_path: Path) -> N
         "jwt-secret"
     ]
     print(f"\n{CREATES} creates over {CONNECTIONS} connections in {elapsed:.2f} s: {counts}")
-
-
-WRITE_TIMEOUT_S = 2.0
-
-
-async def _timed_writes(server: TaskvaultServer, count: int) -> list[tuple[int, float]]:
-    """Creates and toggles over 32 connections; each one's status and seconds."""
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-    headers = server.headers()
-    async with httpx.AsyncClient(base_url=server.base, limits=limits, timeout=30) as client:
-        created = await client.post("/api/me/tasks", json={"title": "toggled"}, headers=headers)
-        toggled = f"/api/me/tasks/{created.json()['id']}/complete"
-
-        async def one(n: int) -> tuple[int, float]:
-            started = time.monotonic()
-            if n % 2:
-                response = await client.patch(toggled, headers=headers)
-            else:
-                response = await client.post(
-                    "/api/me/tasks", json={"title": f"task {n}"}, headers=headers
-                )
-            return response.status_code, time.monotonic() - started
-
-        return await asyncio.gather(*(one(n) for n in range(count)))
-
-
-def test_writers_in_two_processes_all_land_within_the_timeout(tmp_path: Path) -> None:
-    """Both workers write to one SQLite file at once: each waits for the other's
-    write lock by polling within TASKVAULT_DB_TIMEOUT_S, never in SQLite's busy
-    handler (tests/integration/sqlite shows the wait ends at the timeout, 503):
-    every write lands, none is refused, no toggle is lost."""
-    env = {"TASKVAULT_DB_TIMEOUT_S": str(WRITE_TIMEOUT_S)}
-    with TaskvaultServer(tmp_path, "--workers", "2", **env) as server:
-        wait_for(
-            "both workers started",
-            lambda: len(started_pids(server)) == 2,
-            timeout_s=20,
-        )
-        results = asyncio.run(_timed_writes(server, 400))
-        statuses = [status for status, _ in results]
-        # A writer whose wait for a turn and the lock reached the timeout is a 503.
-        assert statuses.count(201) == 200, statuses
-        assert statuses.count(200) == 200, statuses
-        slowest = max(seconds for _, seconds in results)
-        assert not server.server_errors()
-    with sqlite3.connect(tmp_path / "var" / "taskvault.db") as conn:
-        assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (201,)
-        toggles = conn.execute("SELECT version FROM tasks WHERE title = 'toggled'").fetchone()
-    assert toggles == (201,)
-    print(f"\n400 writes through 2 workers: slowest {slowest:.3f} s")
