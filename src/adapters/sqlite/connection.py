@@ -25,13 +25,18 @@ STATEMENT_CACHE = 256
 """Prepared statements each connection keeps: every list shape in use, and the rest."""
 
 
-def connect(database: str) -> sqlite3.Connection:
+def connect(database: str, *, timeout_s: float) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are begun explicitly) that
-    never waits in SQLite's busy handler, on the loop: busy is answered at once
-    and retried by the caller (``busy.Deadline``)."""
+    never waits in SQLite's busy handler once it serves: busy is answered at
+    once and retried by the caller, on the loop (``busy.Deadline``).
+
+    Only its setup waits there, up to ``timeout_s``: workers started together
+    switch the file to WAL at once, which takes the database's lock, and a
+    worker refused it would fail to start. Nothing is served yet.
+    """
     raw = sqlite3.connect(
         database,
-        timeout=0,
+        timeout=timeout_s,
         isolation_level=None,
         check_same_thread=False,
         cached_statements=STATEMENT_CACHE,
@@ -39,6 +44,7 @@ def connect(database: str) -> sqlite3.Connection:
     )
     for pragma in PRAGMAS:
         raw.execute(pragma)
+    raw.execute("PRAGMA busy_timeout = 0")
     return raw
 
 

@@ -29,7 +29,7 @@ class Reads:
 
     def __init__(self, database: str, *, timeout_s: float) -> None:
         self._timeout_s = timeout_s
-        self.connection = SqliteConnection(connect(database))
+        self.connection = SqliteConnection(connect(database, timeout_s=timeout_s))
 
     async def run(self, read: Callable[[Connection], Awaitable[T]]) -> T:
         deadline: Deadline | None = None

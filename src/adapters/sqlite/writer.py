@@ -38,7 +38,7 @@ class Writer:
 
     def __init__(self, database: str, *, timeout_s: float) -> None:
         self._timeout_s = timeout_s
-        self.connection = SqliteConnection(connect(database))
+        self.connection = SqliteConnection(connect(database, timeout_s=timeout_s))
         self._turns = asyncio.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="taskvault-sqlite-commit")
         self._group: list[asyncio.Future[None]] = []

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -335,3 +336,28 @@ async def test_a_read_that_sqlite_answers_busy_is_tried_again(storage: SqliteSto
 def test_an_in_memory_database_is_refused() -> None:
     with pytest.raises(ValueError, match="memory://"):
         SqliteStorage("sqlite+aiosqlite:///:memory:")
+
+
+async def test_a_store_opens_while_another_process_holds_the_file(tmp_path: Path) -> None:
+    """Workers started together switch the file to WAL at once, which takes the
+    database's lock: a worker must wait for it then, within the timeout, and
+    not fail to start (seen under ``--workers 2``). Once open, its connections
+    never wait in SQLite's busy handler."""
+    database = tmp_path / "starting.db"
+    # Released from a timer thread while the store waits on this one.
+    other = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        store = SqliteStorage(f"sqlite+aiosqlite:///{database}", timeout_s=5)
+    finally:
+        release.join()
+        other.close()
+    try:
+        for connection in (store._reads.connection, store._writer.connection):
+            assert connection.raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert connection.raw.execute("PRAGMA busy_timeout").fetchone() == (0,)
+    finally:
+        await store.close()
