@@ -12,7 +12,7 @@ from starlette.responses import Response
 from application.queries import Sort, SortField, Status, TaskFilter, TaskQuery
 from application.task_service import ME
 from domain.task import Task
-from entrypoints.http import problems
+from entrypoints.http import problems, urls
 from entrypoints.http.conditional import (
     IDEMPOTENCY_KEY_PARAMETER,
     IF_MATCH,
@@ -66,7 +66,7 @@ def _task_url(request: Request, task: Task) -> str:
     # A user id that cannot stand as one path segment is named by its alias.
     owner = task.user_id
     segment = ME if "/" in owner or owner in {".", ".."} else quote(owner, safe="")
-    return str(request.url.replace(path=f"{root}/api/{segment}/tasks/{task.id}", query=""))
+    return urls.with_path(request, f"{root}/api/{segment}/tasks/{task.id}")
 
 
 @router.get(
@@ -108,8 +108,7 @@ async def list_tasks(request: Request, user_id: str, caller: Caller) -> Response
     headers: dict[str, str] = {}
     if page.next is not None:
         cursor = cursors(request).encode(caller.user_id, sort, page.next)
-        next_url = request.url.include_query_params(cursor=cursor)
-        headers["Link"] = f'<{next_url}>; rel="next"'
+        headers["Link"] = f'<{urls.with_cursor(request, cursor)}>; rel="next"'
     return JSONResponse([task_body(task) for task in page.items], headers=headers)
 
 
