@@ -73,6 +73,15 @@ class TaskRepository(Protocol):
         ...
 
 
+class TaskWriter(Protocol):
+    """One write of one user's task, in a transaction of its own, with no lock
+    taken before it: the version it expects is its only precondition."""
+
+    async def update(self, task: Task, *, expected_version: int) -> bool:
+        """Store ``task`` and commit, if the stored one still has ``expected_version``."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class IdempotentOutcome:
     """What the first request with an ``Idempotency-Key`` asked for and got."""
@@ -125,6 +134,8 @@ class TaskStore(Protocol):
     """Where the use cases find one user's tasks: to read, or to change in a transaction."""
 
     def reader(self, owner: str) -> TaskReader: ...
+
+    def writer(self, owner: str) -> TaskWriter: ...
 
     def unit_of_work(self, owner: str) -> UnitOfWork: ...
 

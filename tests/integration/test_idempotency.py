@@ -16,6 +16,7 @@ from application.ports import (
     Storage,
     TaskReader,
     TaskRepository,
+    TaskWriter,
     UnitOfWork,
 )
 from application.principal import Principal
@@ -193,6 +194,9 @@ class _FailingSaves:
 
     def reader(self, owner: str) -> TaskReader:
         return self._inner.reader(owner)
+
+    def writer(self, owner: str) -> TaskWriter:
+        return self._inner.writer(owner)
 
     def unit_of_work(self, owner: str) -> UnitOfWork:
         return _FailingSave(self._inner.unit_of_work(owner))

@@ -18,7 +18,7 @@ from dependency_injector import providers
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from application.ports import PoolStatus, TaskReader, UnitOfWork
+from application.ports import PoolStatus, TaskReader, TaskWriter, UnitOfWork
 from entrypoints.container import Container
 from entrypoints.http.app import create_app
 from entrypoints.logging import LOGGER_NAME, JsonFormatter, get_logger
@@ -179,6 +179,9 @@ class _FailingStorage:
     """A store whose reads and units of work fail with an error the service does not expect."""
 
     def reader(self, owner: str) -> TaskReader:
+        raise RuntimeError("SELECT password FROM tasks WHERE user_id = 'alice'")
+
+    def writer(self, owner: str) -> TaskWriter:
         raise RuntimeError("SELECT password FROM tasks WHERE user_id = 'alice'")
 
     def unit_of_work(self, owner: str) -> UnitOfWork:

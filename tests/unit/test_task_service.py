@@ -14,7 +14,13 @@ import pytest
 from adapters.memory import MemoryStorage
 from application.commands import UNSET, TaskPatch
 from application.errors import ConcurrentUpdate, Forbidden, InvalidQuery, PreconditionFailed
-from application.ports import IdempotencyStore, TaskReader, TaskRepository, UnitOfWork
+from application.ports import (
+    IdempotencyStore,
+    TaskReader,
+    TaskRepository,
+    TaskWriter,
+    UnitOfWork,
+)
 from application.principal import Principal
 from application.queries import (
     Sort,
@@ -25,6 +31,7 @@ from application.queries import (
     TaskQuery,
 )
 from application.task_service import TaskService
+from application.writer import UnitOfWorkWriter
 from domain.errors import InvalidTask, TaskNotFound
 from domain.task import Priority, Task, TaskFields
 from tests.support import FixedClock, SequentialIds
@@ -167,6 +174,9 @@ class _NoIO:
 
     def reader(self, owner: str) -> TaskReader:
         pytest.fail(f"a reader was opened (owner={owner!r})")
+
+    def writer(self, owner: str) -> TaskWriter:
+        pytest.fail(f"a writer was opened (owner={owner!r})")
 
     def unit_of_work(self, owner: str) -> UnitOfWork:
         pytest.fail(f"a unit of work was opened (owner={owner!r})")
@@ -851,6 +861,9 @@ class RacingStorage:
     def reader(self, owner: str) -> TaskReader:
         return self._storage.reader(owner)
 
+    def writer(self, owner: str) -> TaskWriter:
+        return UnitOfWorkWriter(lambda: self.unit_of_work(owner))
+
     def unit_of_work(self, owner: str) -> RacingUnitOfWork:
         return RacingUnitOfWork(self._storage, owner, self._race)
 
@@ -935,3 +948,41 @@ async def test_losing_every_race_gives_up_after_the_configured_attempts(
         await MUTATIONS[name](service, str(task.id), None)
     assert race.writes == 3
     assert await service.get(ALICE, "me", str(task.id)) == task
+
+
+class CountingStorage:
+    """The memory store, counting the units of work and the writes alone it is asked for."""
+
+    def __init__(self, storage: MemoryStorage) -> None:
+        self._storage = storage
+        self.units_of_work = 0
+        self.writes_alone = 0
+
+    def reader(self, owner: str) -> TaskReader:
+        return self._storage.reader(owner)
+
+    def writer(self, owner: str) -> TaskWriter:
+        self.writes_alone += 1
+        return self._storage.writer(owner)
+
+    def unit_of_work(self, owner: str) -> UnitOfWork:
+        self.units_of_work += 1
+        return self._storage.unit_of_work(owner)
+
+
+@pytest.mark.parametrize("name", ["replace", "patch", "toggle", "complete"])
+@pytest.mark.parametrize("if_match", [None, frozenset({1})])
+async def test_an_uncontended_change_is_one_write_with_no_lock_before_it(
+    storage: MemoryStorage, clock: FixedClock, name: str, if_match: frozenset[int] | None
+) -> None:
+    """A read and one conditional write (on PostgreSQL two round trips, where
+    the locked unit of work takes four); the unit of work only after a conflict."""
+    task = await add(TaskService(storage, clock, SequentialIds()))
+    counting = CountingStorage(storage)
+    updated = await MUTATIONS[name](
+        TaskService(counting, clock, SequentialIds()), str(task.id), if_match
+    )
+    assert isinstance(updated, Task)
+    assert updated.version == 2
+    assert (counting.writes_alone, counting.units_of_work) == (1, 0)
+    assert await storage.reader("alice").get(task.id) == updated

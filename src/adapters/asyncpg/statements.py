@@ -21,6 +21,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    bindparam,
     func,
     literal_column,
     select,
@@ -218,3 +219,17 @@ _HEAD = _claimed()
 
 CREATE_ALONE = sql.insert_task(_HEAD).add_cte(_HEAD)
 CREATE_MANY_ALONE = sql.insert_tasks_postgresql(_HEAD).add_cte(_HEAD)
+
+UPDATE_ALONE_ARGUMENTS = ("owner", "task_id", "expected_version", *sql.UPDATE_NEW_VALUES)
+"""``taskvault_update_task``'s parameters in order (migration 0005), named as
+``sql.update_params`` names them."""
+
+UPDATE_ALONE: Select[Any] = select(
+    func.taskvault_update_task(*(bindparam(name) for name in UPDATE_ALONE_ARGUMENTS))
+)
+"""``sql.UPDATE_TASK`` with the user set and the change number claimed, as one
+statement committed on its own; raises ``NOT_UPDATED`` when the task is not
+at the expected version."""
+
+NOT_UPDATED = "TV001"
+"""The SQLSTATE of ``UPDATE_ALONE`` when it matched no task."""

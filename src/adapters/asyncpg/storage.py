@@ -12,10 +12,12 @@ from adapters.asyncpg.pool import PgPool
 from adapters.asyncpg.reader import PgTaskReader
 from adapters.asyncpg.statements import CHANGES_CHANNEL
 from adapters.asyncpg.unit_of_work import PgUnitOfWork
+from adapters.asyncpg.writer import PgTaskWriter
 from adapters.sql.row_security import ROLE_BYPASSES_RLS, bypass_warnings
 from application.errors import StorageUnavailable
 from application.ports import PoolStatus
 from application.signals import ChangeSignals, poll_heads
+from application.writer import UnitOfWorkWriter
 
 POLL_INTERVAL_S = 0.5
 """Behind a transaction pooler, which cannot LISTEN: how often waiting users' heads are read."""
@@ -56,6 +58,14 @@ class PgStorage:
 
     def reader(self, owner: str) -> PgTaskReader:
         return PgTaskReader(self.pool, owner)
+
+    def writer(self, owner: str) -> PgTaskWriter | UnitOfWorkWriter:
+        if self.pool.citus is False:
+            return PgTaskWriter(self.pool, owner)
+        # Citus would run the function on the coordinator, whose set_config
+        # reaches no worker; until the first connection, whether it is Citus
+        # is not known.
+        return UnitOfWorkWriter(lambda: self.unit_of_work(owner))
 
     def unit_of_work(self, owner: str) -> PgUnitOfWork:
         return PgUnitOfWork(self.pool, owner)

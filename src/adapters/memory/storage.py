@@ -20,6 +20,7 @@ from application.queries import (
 )
 from application.signals import ChangeSignals
 from application.sync import Change, ChangeNumber, Changes, Tombstone
+from application.writer import UnitOfWorkWriter
 from domain.task import Task
 
 _Rows = dict[str, dict[uuid.UUID, Task]]
@@ -246,6 +247,9 @@ class MemoryStorage:
 
     def reader(self, owner: str) -> MemoryTaskReader:
         return MemoryTaskReader(self.rows, self.feed, owner)
+
+    def writer(self, owner: str) -> UnitOfWorkWriter:
+        return UnitOfWorkWriter(lambda: self.unit_of_work(owner))
 
     def unit_of_work(self, owner: str) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self, owner)

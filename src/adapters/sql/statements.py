@@ -456,6 +456,10 @@ def list_params(owner: str, query: TaskQuery) -> dict[str, Any]:
     return params
 
 
+UPDATE_NEW_VALUES = tuple(f"new_{name}" for name in _WRITABLE)
+"""``UPDATE_TASK``'s parameters of the new row, in column order."""
+
+
 def update_params(owner: str, task: Task, expected_version: int) -> dict[str, Any]:
     row = task_row(task)
     params = {f"new_{name}": row[name] for name in _WRITABLE}

@@ -16,6 +16,7 @@ from adapters.sqlalchemy.unit_of_work import SqlTaskReader, SqlUnitOfWork
 from application.errors import StorageUnavailable
 from application.ports import PoolStatus
 from application.signals import ChangeSignals, poll_heads
+from application.writer import UnitOfWorkWriter
 
 WATCH_INTERVAL_S = 0.25
 """How often, while requests wait, this store reads their users' heads (PostgreSQL)."""
@@ -32,6 +33,9 @@ class SqlAlchemyStorage:
 
     def reader(self, owner: str) -> SqlTaskReader:
         return SqlTaskReader(self.engine, owner)
+
+    def writer(self, owner: str) -> UnitOfWorkWriter:
+        return UnitOfWorkWriter(lambda: self.unit_of_work(owner))
 
     def unit_of_work(self, owner: str) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, owner, timeout_s=self._timeout_s, writers=self._writers)

@@ -14,6 +14,7 @@ from adapters.sqlite.unit_of_work import SqliteUnitOfWork
 from adapters.sqlite.writer import Writer
 from application.ports import PoolStatus
 from application.signals import ChangeSignals, poll_heads
+from application.writer import UnitOfWorkWriter
 
 _SELECT_ONE: Select[Any] = select(literal_column("1"))
 
@@ -33,6 +34,9 @@ class SqliteStorage:
 
     def reader(self, owner: str) -> SqliteTaskReader:
         return SqliteTaskReader(self._reads, owner)
+
+    def writer(self, owner: str) -> UnitOfWorkWriter:
+        return UnitOfWorkWriter(lambda: self.unit_of_work(owner))
 
     def unit_of_work(self, owner: str) -> SqliteUnitOfWork:
         return SqliteUnitOfWork(self._writer, owner)

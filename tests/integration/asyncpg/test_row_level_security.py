@@ -4,7 +4,7 @@ RLS does not apply to superusers, so these tests create a login role without
 SUPERUSER or BYPASSRLS and run the app's own units of work as that role, on
 both PostgreSQL adapters, on PostgreSQL and on Citus (where the policies hold
 on the workers, which must learn each transaction's user); the
-single-statement reads are the asyncpg store's.
+single-statement reads and the one-call writer are the asyncpg store's.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import asyncpg
@@ -23,6 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.asyncpg import PgStorage
+from adapters.asyncpg.statements import UPDATE_ALONE_ARGUMENTS
+from adapters.asyncpg.storage import dsn_of
 from adapters.asyncpg.unit_of_work import PgUnitOfWork
 from adapters.sqlalchemy import SqlAlchemyStorage
 from adapters.sqlalchemy.unit_of_work import SqlUnitOfWork
@@ -196,6 +198,60 @@ async def test_writing_a_row_for_another_user_is_refused(storage: Storage) -> No
                 "updated_at, version, search_text) VALUES ('bob', gen_random_uuid(), 'planted', "
                 "false, 2, now(), now(), 1, 'planted')"
             )
+
+
+async def test_a_writer_sets_the_user_before_it_updates(storage: Storage, target: Target) -> None:
+    """The asyncpg store's writer is one call of ``taskvault_update_task``,
+    which sets the user itself: were it set after the UPDATE's scan began,
+    RLS would hide the owner's own row and every write would fail. Seven
+    times, past the point where PostgreSQL may plan the function's
+    statements generically."""
+    (task,) = await _seed(storage, "alice", 1)
+    await _seed(storage, "bob", 1)
+    for n in range(7):
+        changed = task.with_fields(TaskFields(f"alice {n}"), task.updated_at)
+        assert await storage.writer("alice").update(changed, expected_version=task.version)
+        task = changed
+    titles = await _titles_as_admin(target.admin_url)
+    assert titles == {"alice": ["alice 6"], "bob": ["bob 0"]}
+
+
+async def test_a_writer_reaches_no_other_users_task(storage: Storage, target: Target) -> None:
+    (bobs,) = await _seed(storage, "bob", 1)
+    planted = replace(bobs, user_id="alice").with_fields(TaskFields("planted"), bobs.updated_at)
+    assert not await storage.writer("alice").update(planted, expected_version=bobs.version)
+    assert await _titles_as_admin(target.admin_url) == {"bob": ["bob 0"]}
+
+
+async def test_a_writer_leaves_no_user_behind(pg_storage: PgStorage) -> None:
+    (task,) = await _seed(pg_storage, "alice", 1)
+    changed = task.with_fields(TaskFields("changed"), task.updated_at)
+    assert await pg_storage.writer("alice").update(changed, expected_version=task.version)
+    connection = await pg_storage.pool.acquire()
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM tasks") == 0
+        assert not await connection.fetchval("SELECT current_setting('taskvault.user_id', true)")
+    finally:
+        pg_storage.pool.release(connection)
+
+
+@pytest.mark.postgres
+async def test_the_update_function_runs_with_the_callers_rights_and_the_writers_arguments(
+    postgres_url: str,
+) -> None:
+    """SECURITY DEFINER would run it as its owner, whom row-level security may
+    not bind; and its parameters must be ``UPDATE_ALONE``'s, so that a field
+    added to the tasks without a migration replacing the function fails here."""
+    connection = await asyncpg.connect(dsn_of(postgres_url))
+    try:
+        row = await connection.fetchrow(
+            "SELECT prosecdef, proargnames FROM pg_proc WHERE proname = 'taskvault_update_task'"
+        )
+    finally:
+        await connection.close()
+    assert row is not None
+    assert row["prosecdef"] is False
+    assert tuple(row["proargnames"]) == UPDATE_ALONE_ARGUMENTS
 
 
 _READS = [

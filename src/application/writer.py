@@ -1,0 +1,24 @@
+"""``TaskWriter`` for stores whose unit of work is already as fast as one write."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from application.ports import UnitOfWork
+from domain.task import Task
+
+
+class UnitOfWorkWriter:
+    """Each write a unit of work of its own: the versioned update, then the commit."""
+
+    __slots__ = ("_unit_of_work",)
+
+    def __init__(self, unit_of_work: Callable[[], UnitOfWork]) -> None:
+        self._unit_of_work = unit_of_work
+
+    async def update(self, task: Task, *, expected_version: int) -> bool:
+        async with self._unit_of_work() as uow:
+            if not await uow.tasks.update(task, expected_version=expected_version):
+                return False
+            await uow.commit()
+        return True
