@@ -862,7 +862,7 @@ class RacingStorage:
         return self._storage.reader(owner)
 
     def writer(self, owner: str) -> TaskWriter:
-        return UnitOfWorkWriter(lambda: self.unit_of_work(owner))
+        return UnitOfWorkWriter(self.unit_of_work, owner)
 
     def unit_of_work(self, owner: str) -> RacingUnitOfWork:
         return RacingUnitOfWork(self._storage, owner, self._race)

@@ -65,7 +65,7 @@ class PgStorage:
         # Citus would run the function on the coordinator, whose set_config
         # reaches no worker; until the first connection, whether it is Citus
         # is not known.
-        return UnitOfWorkWriter(lambda: self.unit_of_work(owner))
+        return UnitOfWorkWriter(self.unit_of_work, owner)
 
     def unit_of_work(self, owner: str) -> PgUnitOfWork:
         return PgUnitOfWork(self.pool, owner)

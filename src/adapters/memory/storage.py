@@ -249,7 +249,7 @@ class MemoryStorage:
         return MemoryTaskReader(self.rows, self.feed, owner)
 
     def writer(self, owner: str) -> UnitOfWorkWriter:
-        return UnitOfWorkWriter(lambda: self.unit_of_work(owner))
+        return UnitOfWorkWriter(self.unit_of_work, owner)
 
     def unit_of_work(self, owner: str) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self, owner)

@@ -462,6 +462,6 @@ UPDATE_NEW_VALUES = tuple(f"new_{name}" for name in _WRITABLE)
 
 def update_params(owner: str, task: Task, expected_version: int) -> dict[str, Any]:
     row = task_row(task)
-    params = {f"new_{name}": row[name] for name in _WRITABLE}
+    params = {new: row[name] for new, name in zip(UPDATE_NEW_VALUES, _WRITABLE, strict=True)}
     params.update(owner=owner, task_id=task.id, expected_version=expected_version)
     return params

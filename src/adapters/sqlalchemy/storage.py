@@ -35,7 +35,7 @@ class SqlAlchemyStorage:
         return SqlTaskReader(self.engine, owner)
 
     def writer(self, owner: str) -> UnitOfWorkWriter:
-        return UnitOfWorkWriter(lambda: self.unit_of_work(owner))
+        return UnitOfWorkWriter(self.unit_of_work, owner)
 
     def unit_of_work(self, owner: str) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, owner, timeout_s=self._timeout_s, writers=self._writers)

@@ -36,7 +36,7 @@ class SqliteStorage:
         return SqliteTaskReader(self._reads, owner)
 
     def writer(self, owner: str) -> UnitOfWorkWriter:
-        return UnitOfWorkWriter(lambda: self.unit_of_work(owner))
+        return UnitOfWorkWriter(self.unit_of_work, owner)
 
     def unit_of_work(self, owner: str) -> SqliteUnitOfWork:
         return SqliteUnitOfWork(self._writer, owner)

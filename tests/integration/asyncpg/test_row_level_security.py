@@ -227,12 +227,7 @@ async def test_a_writer_leaves_no_user_behind(pg_storage: PgStorage) -> None:
     (task,) = await _seed(pg_storage, "alice", 1)
     changed = task.with_fields(TaskFields("changed"), task.updated_at)
     assert await pg_storage.writer("alice").update(changed, expected_version=task.version)
-    connection = await pg_storage.pool.acquire()
-    try:
-        assert await connection.fetchval("SELECT count(*) FROM tasks") == 0
-        assert not await connection.fetchval("SELECT current_setting('taskvault.user_id', true)")
-    finally:
-        pg_storage.pool.release(connection)
+    await _assert_no_user_left(pg_storage)
 
 
 @pytest.mark.postgres
@@ -317,18 +312,24 @@ async def _read_alices_tasks(storage: PgStorage, alice: list[Task]) -> None:
         assert feed.head > 0
 
 
-async def test_a_single_statement_read_leaves_no_user_behind(pg_storage: PgStorage) -> None:
-    alice = await _seed(pg_storage, "alice", 2)
-    reader = pg_storage.reader("alice")
-    assert await reader.get(alice[0].id) is not None
-    assert await reader.list(TaskQuery()) != []
-    # The same connection, after the reads' implicit transactions ended.
+async def _assert_no_user_left(pg_storage: PgStorage) -> None:
+    """The pool's one connection, after its statements' transactions ended,
+    has no user set and sees no task."""
     connection = await pg_storage.pool.acquire()
     try:
         assert await connection.fetchval("SELECT count(*) FROM tasks") == 0
         assert not await connection.fetchval("SELECT current_setting('taskvault.user_id', true)")
     finally:
         pg_storage.pool.release(connection)
+
+
+async def test_a_single_statement_read_leaves_no_user_behind(pg_storage: PgStorage) -> None:
+    alice = await _seed(pg_storage, "alice", 2)
+    reader = pg_storage.reader("alice")
+    assert await reader.get(alice[0].id) is not None
+    assert await reader.list(TaskQuery()) != []
+    # The same connection, after the reads' implicit transactions ended.
+    await _assert_no_user_left(pg_storage)
 
 
 async def test_a_single_statement_read_finds_nothing_of_another_user(
