@@ -113,26 +113,17 @@ def single_statement(
     return _compiled(scoped)
 
 
-CHANGES_CHANNEL = "taskvault_changes"
-"""PostgreSQL's NOTIFY channel of commits; the payload is the user id."""
-
 _CURRENT_USER: ColumnElement[str] = literal_column(
     f"current_setting('{USER_SETTING}')", type_=String
 )
 
-CLAIM_AND_NOTIFY = "; ".join(
-    (
-        str(
-            sql.claim_head(postgresql, _CURRENT_USER).compile(
-                dialect=_DIALECT, compile_kwargs={"literal_binds": True}
-            )
-        ),
-        # Delivered at commit only, and only once per transaction and payload.
-        f"SELECT pg_notify('{CHANGES_CHANNEL}', current_setting('{USER_SETTING}'))",
+CLAIM = str(
+    sql.claim_head(postgresql, _CURRENT_USER).compile(
+        dialect=_DIALECT, compile_kwargs={"literal_binds": True}
     )
 )
 """Claim the next change number of the transaction's user, already set (so
-no parameter), and tell every instance's LISTEN of the commit."""
+no parameter). Other instances hear of the commit from ``notifier``."""
 
 
 def _routed(
@@ -188,7 +179,7 @@ def _joined(source: FromClause) -> Iterator[Table]:
 def as_user(owner: str, *, numbered: bool) -> str:
     """Row-level security's user for the transaction, in one round trip after
     its BEGIN; ``numbered``, with the user's next change number claimed too."""
-    claim = (CLAIM_AND_NOTIFY,) if numbered else ()
+    claim = (CLAIM,) if numbered else ()
     return "; ".join((*row_security.user_statements(owner), *claim))
 
 
@@ -201,8 +192,8 @@ def begin_as_user(owner: str, numbered: bool) -> str:
 
 def _claimed() -> CTE:
     """The user's next change number as a CTE of one statement that sets
-    row-level security's user itself (as ``single_statement``) and tells every
-    instance's LISTEN: ``user_id``, ``change_seq``."""
+    row-level security's user itself (as ``single_statement``): ``user_id``,
+    ``change_seq``."""
     owner = _owner_cte()
     claim = postgresql.insert(sync_heads).from_select(
         ["user_id", "change_seq"], select(owner.c.uid, literal_column("1"))
@@ -211,8 +202,7 @@ def _claimed() -> CTE:
         index_elements=["user_id"],
         set_={"change_seq": sync_heads.c.change_seq + literal_column("1")},
     )
-    notify = func.pg_notify(literal_column(f"'{CHANGES_CHANNEL}'"), sync_heads.c.user_id)
-    return claim.returning(sync_heads.c.user_id, sync_heads.c.change_seq, notify).cte("head")
+    return claim.returning(sync_heads.c.user_id, sync_heads.c.change_seq).cte("head")
 
 
 _HEAD = _claimed()
@@ -221,7 +211,7 @@ CREATE_ALONE = sql.insert_task(_HEAD).add_cte(_HEAD)
 CREATE_MANY_ALONE = sql.insert_tasks_postgresql(_HEAD).add_cte(_HEAD)
 
 UPDATE_ALONE_ARGUMENTS = ("owner", "task_id", "expected_version", *sql.UPDATE_NEW_VALUES)
-"""``taskvault_update_task``'s parameters in order (migration 0005), named as
+"""``taskvault_update_task``'s parameters in order (migrations 0005 and 0006), named as
 ``sql.update_params`` names them."""
 
 UPDATE_ALONE: Select[Any] = select(

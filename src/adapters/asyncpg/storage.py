@@ -8,9 +8,9 @@ from typing import Any
 import asyncpg
 
 from adapters.asyncpg.connections import fetch_alone
+from adapters.asyncpg.notifier import CHANNEL, CommitNotifier, users_in
 from adapters.asyncpg.pool import PgPool
 from adapters.asyncpg.reader import PgTaskReader
-from adapters.asyncpg.statements import CHANGES_CHANNEL
 from adapters.asyncpg.unit_of_work import PgUnitOfWork
 from adapters.asyncpg.writer import PgTaskWriter
 from adapters.sql.row_security import ROLE_BYPASSES_RLS, bypass_warnings
@@ -55,25 +55,28 @@ class PgStorage:
             timeout_s=timeout_s,
             statement_cache=not pooled_by_transaction,
         )
+        self.notifier = CommitNotifier(self.pool)
+        """Tells other instances of this one's commits; flushed at ``close``."""
 
     def reader(self, owner: str) -> PgTaskReader:
         return PgTaskReader(self.pool, owner)
 
     def writer(self, owner: str) -> PgTaskWriter | UnitOfWorkWriter:
         if self.pool.citus is False:
-            return PgTaskWriter(self.pool, owner)
+            return PgTaskWriter(self.pool, owner, self.notifier)
         # Citus would run the function on the coordinator, whose set_config
         # reaches no worker; until the first connection, whether it is Citus
         # is not known.
         return UnitOfWorkWriter(self.unit_of_work, owner)
 
     def unit_of_work(self, owner: str) -> PgUnitOfWork:
-        return PgUnitOfWork(self.pool, owner)
+        return PgUnitOfWork(self.pool, owner, self.notifier)
 
     async def ping(self) -> None:
         await self._fetchrow("SELECT 1")
 
     async def close(self) -> None:
+        await self.notifier.flush()
         await self.pool.close()
 
     def pool_status(self) -> PoolStatus:
@@ -92,8 +95,9 @@ class PgStorage:
         connection = await asyncpg.connect(self._dsn, timeout=self._timeout_s)
         lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        def on_notification(_conn: Any, _pid: int, _channel: str, user: str) -> None:
-            signals.publish(user)
+        def on_notification(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            for user in users_in(payload):
+                signals.publish(user)
 
         def on_lost(_conn: Any) -> None:
             if not lost.done():
@@ -101,7 +105,7 @@ class PgStorage:
 
         try:
             connection.add_termination_listener(on_lost)
-            await connection.add_listener(CHANGES_CHANNEL, on_notification)
+            await connection.add_listener(CHANNEL, on_notification)
             for user in signals.waiting():
                 signals.publish(user)
             await lost

@@ -13,6 +13,7 @@ from sqlalchemy.sql import ClauseElement
 
 from adapters.asyncpg import statements as compiled_sql
 from adapters.asyncpg.connections import Lease
+from adapters.asyncpg.notifier import CommitNotifier
 from adapters.asyncpg.pool import PgPool
 from adapters.sql import statements as sql
 from adapters.sql.rows import outcome_from, outcome_row, task_from, task_row
@@ -35,8 +36,8 @@ class _Transaction:
     commit: nothing reads an insert's result, and a batch's creates then
     cost one round trip, not one each. When they are all the transaction
     holds (a create), they go out at the commit as one statement that sets
-    the user, claims the number, inserts and notifies in a transaction of its
-    own: one round trip instead of three (not on Citus, as ``begin_as_user``).
+    the user, claims the number and inserts in a transaction of its own: one
+    round trip instead of three (not on Citus, as ``begin_as_user``).
     """
 
     __slots__ = ("_citus", "_inserts", "_owner", "connection", "numbered", "open")
@@ -56,12 +57,15 @@ class _Transaction:
             await self._open(numbered=True)
         self._inserts.append(task_row(task))
 
-    async def commit(self) -> None:
+    async def commit(self) -> bool:
+        """Commit; True when the transaction claimed a change number (it changed
+        the user's tasks)."""
         if not self.open and self._inserts and not self._citus:
             await self._send_inserts(compiled_sql.CREATE_ALONE, compiled_sql.CREATE_MANY_ALONE)
-            return
+            return True
         conn = await self.begun(numbered=bool(self._inserts))
         await conn.execute("COMMIT")
+        return self.numbered
 
     async def _send_inserts(self, one: ClauseElement, many: ClauseElement) -> None:
         """The queued inserts, with ``one``'s statement or, for several, ``many``'s
@@ -107,10 +111,10 @@ class _Transaction:
             await self.connection.execute("BEGIN")
             await self.connection.execute(compiled_sql.as_user(self._owner, numbered=False))
             if numbered:
-                await self.connection.execute(compiled_sql.CLAIM_AND_NOTIFY)
+                await self.connection.execute(compiled_sql.CLAIM)
         elif numbered and not self.numbered:
             self.numbered = True
-            await self.connection.execute(compiled_sql.CLAIM_AND_NOTIFY)
+            await self.connection.execute(compiled_sql.CLAIM)
 
     async def execute(
         self, statement: ClauseElement, params: Mapping[str, Any], *, numbered: bool = True
@@ -209,10 +213,11 @@ class PgUnitOfWork:
     tasks: PgTaskRepository
     idempotency: PgIdempotencyStore
 
-    def __init__(self, pool: PgPool, owner: str) -> None:
+    def __init__(self, pool: PgPool, owner: str, notifier: CommitNotifier) -> None:
         self._lease = Lease(pool)
         self._pool = pool
         self._owner = owner
+        self._notifier = notifier
         self._tx: _Transaction | None = None
 
     async def __aenter__(self) -> PgUnitOfWork:
@@ -231,11 +236,12 @@ class PgUnitOfWork:
     async def commit(self) -> None:
         tx = self._tx
         assert tx is not None
-        if tx.open or tx.pending:
-            await tx.commit()
+        changed = await tx.commit() if tx.open or tx.pending else False
         # Only now: a COMMIT that failed or timed out leaves the connection in
         # doubt, and ``__aexit__`` must not return it to the pool as it is.
         tx.open = False
+        if changed:
+            self._notifier.committed(self._owner)
 
     async def __aexit__(
         self,

@@ -27,7 +27,12 @@ async def storage(postgres_url: str) -> AsyncIterator[PgStorage]:
         await store.close()
 
 
+NOTIFY = "SELECT PG_NOTIFY($1, PAYLOAD)"
+"""The notifier's statement after a commit that changed tasks, in no transaction."""
+
+
 async def _listening(storage: PgStorage) -> list[str]:
+    await storage.notifier.flush()
     sent: list[str] = []
     connection = await storage.pool.acquire()
 
@@ -46,14 +51,16 @@ def _task(title: str) -> Task:
 
 
 async def test_a_create_is_one_statement_in_a_transaction_of_its_own(storage: PgStorage) -> None:
-    """The user set, the number claimed, the insert and the NOTIFY in one round
-    trip, with no BEGIN or COMMIT; several creates too, as one insert of arrays."""
+    """The user set, the number claimed and the insert in one round trip, with
+    no BEGIN or COMMIT; several creates too, as one insert of arrays. Other
+    instances hear of it after the commit."""
 
     async def create(*titles: str) -> None:
         async with storage.unit_of_work("alice") as uow:
             for title in titles:
                 await uow.tasks.add(_task(title))
             await uow.commit()
+        await storage.notifier.flush()
 
     # asyncpg looks the array types up once per connection, at their first use.
     await create("zero", "again")
@@ -61,7 +68,7 @@ async def test_a_create_is_one_statement_in_a_transaction_of_its_own(storage: Pg
     await create("one")
     await create("two", "three")
     await asyncio.sleep(0.05)  # asyncpg calls its query loggers later, on the loop
-    assert sent == ["WITH OWNER AS", "WITH OWNER AS"]
+    assert sent == ["WITH OWNER AS", NOTIFY, "WITH OWNER AS", NOTIFY]
     stored = await storage.reader("alice").list(TaskQuery())
     assert sorted(task.title for task in stored) == ["again", "one", "three", "two", "zero"]
     changes = await storage.reader("alice").changes(None, 10)
@@ -88,4 +95,5 @@ async def test_begin_goes_out_with_the_user_and_the_claim(storage: PgStorage) ->
         "SELECT TASKS.ID, TASKS.USER_ID,",
         "UPDATE TASKS SET",
         "COMMIT",
+        NOTIFY,
     ]
