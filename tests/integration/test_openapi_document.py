@@ -129,6 +129,26 @@ def test_health_routes_need_no_token_and_say_so() -> None:
     assert operations["listTasks"]["security"] == [{"HTTPBearer": []}]
 
 
+def test_every_route_of_a_users_tasks_documents_the_bearer_scheme() -> None:
+    """The token is read without a ``Security`` dependency (deps.py), so the
+    document states the scheme itself: for every operation under ``/api/``."""
+    document = _document()
+    scheme = document["components"]["securitySchemes"]["HTTPBearer"]
+    assert {k: scheme[k] for k in ("type", "scheme", "bearerFormat")} == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+    }
+    secured = [
+        operation
+        for path, path_item in document["paths"].items()
+        if path.startswith("/api/")
+        for operation in path_item.values()
+    ]
+    assert len(secured) >= 9
+    assert all(operation["security"] == [{"HTTPBearer": []}] for operation in secured)
+
+
 async def _answer(
     method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
 ) -> httpx.Response:

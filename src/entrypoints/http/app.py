@@ -17,6 +17,7 @@ from starlette.routing import Route
 from application.task_service import ME
 from entrypoints.container import Container
 from entrypoints.http import batch, changes, docs, errors, health, metrics, tasks
+from entrypoints.http.deps import documents_bearer
 from entrypoints.http.forwarded import ForwardedHeadersMiddleware, parse_networks
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.middleware import BodyGuardMiddleware, RequestContextMiddleware
@@ -209,6 +210,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             license_info=LICENSE,
             servers=[{"url": "/"}],
         )
+        documents_bearer(schema, app.routes)
         schema["components"]["headers"] = _HEADERS
         for path, path_item in schema.get("paths", {}).items():
             common = _EVERY_RESPONSE + (_RATE_LIMITED if path.startswith("/api/") else ())

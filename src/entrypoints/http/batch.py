@@ -30,7 +30,7 @@ from application.errors import ConcurrentUpdate, FailedDependency, PreconditionF
 from domain.errors import TaskNotFound
 from entrypoints.http import problems
 from entrypoints.http.conditional import IDEMPOTENCY_KEY_PARAMETER, idempotency_key
-from entrypoints.http.deps import Caller, service, spend_more
+from entrypoints.http.deps import Caller, UserId, service, spend_more
 from entrypoints.http.errors import problem_of
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.problems import problem_docs
@@ -149,7 +149,9 @@ async def _result_body(
     responses=problem_docs(400, 401, 403, problems.REQUEST_IN_FLIGHT, 413, 415, 422, 429, 503),
     openapi_extra={"parameters": [IDEMPOTENCY_KEY_PARAMETER]},
 )
-async def batch_tasks(request: Request, user_id: str, caller: Caller, body: BatchBody) -> Response:
+async def batch_tasks(
+    request: Request, user_id: UserId, caller: Caller, body: BatchBody
+) -> Response:
     key = idempotency_key(request)
     await spend_more(request, caller, len(body.operations) - 1)
     operations, refused = _parsed(body)

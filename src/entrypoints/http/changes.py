@@ -8,7 +8,7 @@ from starlette.responses import Response
 from application.sync import Change, FeedQuery, Tombstone
 from domain.task import Task
 from entrypoints.http import problems
-from entrypoints.http.deps import Caller, service
+from entrypoints.http.deps import Caller, UserId, service
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.problems import problem_docs
 from entrypoints.http.representation import task_body
@@ -39,7 +39,7 @@ def _change_body(change: Change) -> dict[str, object]:
     responses=problem_docs(401, 403, 410, problems.VALIDATION_FAILED, 429, 503),
     openapi_extra={"parameters": query_parameters(FeedParams)},
 )
-async def list_changes(request: Request, user_id: str, caller: Caller) -> Response:
+async def list_changes(request: Request, user_id: UserId, caller: Caller) -> Response:
     params = FeedParams.from_query(request.query_params)
     tokens = services(request).sync_tokens
     since = None if params.since is None else tokens.decode(params.since, caller.user_id)

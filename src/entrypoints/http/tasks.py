@@ -19,7 +19,7 @@ from entrypoints.http.conditional import (
     IF_NONE_MATCH,
     idempotency_key,
 )
-from entrypoints.http.deps import Caller, cursors, service
+from entrypoints.http.deps import Caller, UserId, cursors, service
 from entrypoints.http.jsonbody import JSONResponse
 from entrypoints.http.problems import problem_docs
 from entrypoints.http.representation import etag, if_match_versions, none_match, task_body
@@ -87,7 +87,7 @@ def _task_url(request: Request, task: Task) -> str:
     },
     openapi_extra={"parameters": query_parameters(ListParams)},
 )
-async def list_tasks(request: Request, user_id: str, caller: Caller) -> Response:
+async def list_tasks(request: Request, user_id: UserId, caller: Caller) -> Response:
     params = ListParams.from_query(request.query_params)
     sort = Sort(field=SortField(params.sort.lstrip("-")), descending=params.sort.startswith("-"))
     query = TaskQuery(
@@ -131,7 +131,7 @@ async def list_tasks(request: Request, user_id: str, caller: Caller) -> Response
 )
 async def create_task(
     request: Request,
-    user_id: str,
+    user_id: UserId,
     caller: Caller,
     body: TaskWrite,
 ) -> Response:
@@ -154,7 +154,7 @@ async def create_task(
 )
 async def get_task(
     request: Request,
-    user_id: str,
+    user_id: UserId,
     task_id: TaskId,
     caller: Caller,
 ) -> Response:
@@ -175,7 +175,7 @@ async def get_task(
 )
 async def replace_task(
     request: Request,
-    user_id: str,
+    user_id: UserId,
     task_id: TaskId,
     caller: Caller,
     body: TaskWrite,
@@ -200,7 +200,7 @@ async def replace_task(
 )
 async def update_task(
     request: Request,
-    user_id: str,
+    user_id: UserId,
     task_id: TaskId,
     caller: Caller,
     body: TaskPatchBody,
@@ -226,7 +226,7 @@ async def update_task(
 )
 async def delete_task(
     request: Request,
-    user_id: str,
+    user_id: UserId,
     task_id: TaskId,
     caller: Caller,
 ) -> Response:
@@ -246,7 +246,7 @@ async def delete_task(
 )
 async def complete_task(
     request: Request,
-    user_id: str,
+    user_id: UserId,
     task_id: TaskId,
     caller: Caller,
     body: Annotated[
