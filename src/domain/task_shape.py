@@ -8,11 +8,9 @@ follow from ``TASK_FIELDS``.
 from __future__ import annotations
 
 import enum
-import operator
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from typing import Any
 
@@ -52,9 +50,9 @@ TASK_FIELDS: tuple[Field, ...] = (
     Field("updated_at", Kind.INSTANT),
     Field("version", Kind.VERSION),
 )
-"""In the entity's order, so that a row of these columns is ``Task(*row)``."""
+"""In the entity's order, so that a row of these columns is ``Task._make(row)``."""
 
-if [f.name for f in TASK_FIELDS] != [f.name for f in dataclass_fields(Task)]:
+if tuple(f.name for f in TASK_FIELDS) != Task._fields:
     raise TypeError("TASK_FIELDS must name the fields of Task, in order")
 
 Document = dict[str, Any]
@@ -70,7 +68,6 @@ _FROM_DOCUMENT: dict[Kind, Callable[[Any], Any]] = {
     Kind.INSTANT: datetime.fromisoformat,
 }
 _NAMES = tuple(f.name for f in TASK_FIELDS)
-_VALUES = operator.attrgetter(*_NAMES)
 _ENCODED = tuple(
     (index, encode) for index, f in enumerate(TASK_FIELDS) if (encode := _TO_DOCUMENT.get(f.kind))
 )
@@ -79,7 +76,7 @@ _DECODED = tuple((f.name, _FROM_DOCUMENT.get(f.kind)) for f in TASK_FIELDS)
 
 def to_document(task: Task) -> Document:
     """The task as the API shows it."""
-    values = list(_VALUES(task))
+    values = list(task)
     for index, encode in _ENCODED:
         if values[index] is not None:
             values[index] = encode(values[index])
@@ -94,4 +91,4 @@ def from_document(document: Document) -> Task:
         if decode is not None and value is not None:
             value = decode(value)
         values.append(value)
-    return Task(*values)
+    return Task._make(values)

@@ -61,7 +61,7 @@ def make_task(
         due_at=due_at,
     )
     task = Task.new(task_id=task_id, owner=owner, fields=fields, now=created_at)
-    return replace(task, updated_at=updated_at or created_at, version=version)
+    return task._replace(updated_at=updated_at or created_at, version=version)
 
 
 # ---------------------------------------------------------------- store shortcuts
@@ -247,6 +247,6 @@ def intruders(owned: list[Task]) -> list[Task]:
     they sort right next to hers.
     """
     return [
-        replace(task, user_id=BOB, id=task.id if i % 2 else uuid.UUID(int=task.id.int ^ 1))
+        task._replace(user_id=BOB, id=task.id if i % 2 else uuid.UUID(int=task.id.int ^ 1))
         for i, task in enumerate(owned)
     ]

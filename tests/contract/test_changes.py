@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from datetime import timedelta
 
 from application.ports import Storage
@@ -16,7 +15,7 @@ START = ChangeNumber(0, ChangeNumber.after_all_of(0).task_id)
 
 
 async def _update(storage: Storage, task: Task, **changes: object) -> Task:
-    changed = replace(task, version=task.version + 1, **changes)  # type: ignore[arg-type]
+    changed = task._replace(version=task.version + 1, **changes)  # type: ignore[arg-type]
     async with storage.unit_of_work(task.user_id) as uow:
         assert await uow.tasks.update(changed, expected_version=task.version)
         await uow.commit()

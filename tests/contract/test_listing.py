@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from dataclasses import replace
 from datetime import timedelta, timezone
 
 import pytest
@@ -344,12 +343,12 @@ async def test_tasks_inserted_between_pages_are_never_repeated_or_skipped(
         # Same key as the cursor or the first task, on either side of it by id;
         # and a copy of the last task that sorts after it.
         inserted_before = [
-            replace(cursor, id=before_ids[0]),
-            replace(expected[0], id=before_ids[1]),
+            cursor._replace(id=before_ids[0]),
+            expected[0]._replace(id=before_ids[1]),
         ]
         inserted_after = [
-            replace(cursor, id=after_ids[0]),
-            replace(expected[-1], id=after_ids[1]),
+            cursor._replace(id=after_ids[0]),
+            expected[-1]._replace(id=after_ids[1]),
         ]
         for task in inserted_before:
             assert not is_beyond(sort, task, position)

@@ -5,8 +5,6 @@ Each test hands a store an owner and then data or ids of another one.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from application.errors import ForeignTask
@@ -48,11 +46,11 @@ async def test_a_unit_of_work_refuses_to_update_another_owners_task(
     storage: Storage, ids: SequentialIds
 ) -> None:
     alices = make_task(ids.new_id(), owner=ALICE)
-    bobs = replace(alices, user_id=BOB)
+    bobs = alices._replace(user_id=BOB)
     await store(storage, alices, bobs)
     with pytest.raises(ForeignTask):
         async with storage.unit_of_work(BOB) as uow:
-            await uow.tasks.update(replace(alices, title="Hijacked", version=2), expected_version=1)
+            await uow.tasks.update(alices._replace(title="Hijacked", version=2), expected_version=1)
     assert await fetch(storage, ALICE, alices.id) == alices
     assert await fetch(storage, BOB, bobs.id) == bobs
 
@@ -73,7 +71,7 @@ async def test_a_unit_of_work_reads_and_deletes_only_its_owners_tasks(
 
 async def test_a_reader_reads_only_its_owners_tasks(storage: Storage, ids: SequentialIds) -> None:
     alices = make_task(ids.new_id(), owner=ALICE, title="Alice's")
-    bobs = replace(alices, user_id=BOB, title="Bob's")
+    bobs = alices._replace(user_id=BOB, title="Bob's")
     await store(storage, alices, bobs)
     reader = storage.reader(BOB)
     assert await reader.get(alices.id) == bobs

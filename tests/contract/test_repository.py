@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -102,7 +101,7 @@ async def test_get_is_scoped_to_the_owner(storage: Storage, ids: SequentialIds) 
         assert await uow.tasks.get(alices.id) is None
 
     # Bob may hold a task with the very same id: each owner sees only their own.
-    bobs = replace(alices, user_id=BOB, title="Bob's", priority=Priority.LOW)
+    bobs = alices._replace(user_id=BOB, title="Bob's", priority=Priority.LOW)
     await store(storage, bobs)
 
     assert await fetch(storage, ALICE, alices.id) == alices
@@ -162,8 +161,8 @@ async def test_uncommitted_update_is_rolled_back(
 ) -> None:
     original = make_task(ids.new_id(), title="Before")
     await store(storage, original)
-    changed = replace(
-        original, title="After", version=2, updated_at=original.updated_at + timedelta(seconds=1)
+    changed = original._replace(
+        title="After", version=2, updated_at=original.updated_at + timedelta(seconds=1)
     )
     if fail:
         with pytest.raises(Boom):
@@ -212,8 +211,7 @@ async def test_uncommitted_writes_are_invisible_to_other_units_of_work(
 
 
 def _edited(task: Task, title: str, seconds: int = 1) -> Task:
-    return replace(
-        task,
+    return task._replace(
         title=title,
         priority=Priority.HIGH,
         updated_at=task.updated_at + timedelta(seconds=seconds),
@@ -248,7 +246,7 @@ async def test_update_with_a_stale_version_changes_nothing(
         await uow.commit()
 
     for stale in (1, 3, 0):
-        third = replace(_edited(second, f"Stale {stale}"), version=stale + 1)
+        third = _edited(second, f"Stale {stale}")._replace(version=stale + 1)
         async with storage.unit_of_work(ALICE) as uow:
             assert await uow.tasks.update(third, expected_version=stale) is False
             assert await uow.tasks.get(original.id) == second
@@ -279,14 +277,14 @@ async def test_update_naming_another_owner_never_touches_their_row(
             await uow.tasks.update(hijacked, expected_version=1)
     async with storage.unit_of_work(BOB) as uow:
         # The same task relabelled as Bob's: Bob has no such task.
-        relabelled = replace(hijacked, user_id=BOB)
+        relabelled = hijacked._replace(user_id=BOB)
         assert await uow.tasks.update(relabelled, expected_version=1) is False
         await uow.commit()
     assert await fetch(storage, ALICE, alices.id) == alices
     assert await fetch(storage, BOB, alices.id) is None
 
     # Bob's own task with the same id: his update changes his row only.
-    bobs = replace(alices, user_id=BOB, title="Bob's")
+    bobs = alices._replace(user_id=BOB, title="Bob's")
     await store(storage, bobs)
     bobs_changed = _edited(bobs, "Bob's, edited")
     async with storage.unit_of_work(BOB) as uow:
@@ -352,7 +350,7 @@ async def test_delete_naming_another_owner_never_touches_their_row(
     assert await fetch(storage, ALICE, alices.id) == alices
 
     # Bob's own task with the same id: his delete removes his row only.
-    bobs = replace(alices, user_id=BOB, title="Bob's")
+    bobs = alices._replace(user_id=BOB, title="Bob's")
     await store(storage, bobs)
     async with storage.unit_of_work(BOB) as uow:
         assert await uow.tasks.delete(alices.id, expected_version=1, deleted_at=BASE) is True
@@ -440,7 +438,7 @@ async def test_every_field_round_trips(storage: Storage, ids: SequentialIds) -> 
     for task in tasks:
         loaded = await fetch(storage, ALICE, task.id)
         assert loaded is not None
-        for name in Task.__dataclass_fields__:
+        for name in Task._fields:
             assert getattr(loaded, name) == getattr(task, name), f"{name} differs"
         assert loaded == task
         assert type(loaded.priority) is Priority
@@ -456,8 +454,7 @@ async def test_every_field_round_trips(storage: Storage, ids: SequentialIds) -> 
 async def test_updated_fields_round_trip(storage: Storage, ids: SequentialIds) -> None:
     original = make_task(ids.new_id(), title="Before", due_at=BASE + timedelta(days=1))
     await store(storage, original)
-    changed = replace(
-        original,
+    changed = original._replace(
         title="Nachher 🎉 ünïcödé",
         description=_long_description(),
         completed=True,
@@ -537,7 +534,7 @@ async def test_a_locking_read_waits_for_the_concurrent_writer(
             reads.append(current.version)
             # Give the rival every chance to read too; a lock must stop it.
             await asyncio.sleep(RIVAL_READ_WAIT_S)
-            written = replace(candidate, version=current.version + 1)
+            written = candidate._replace(version=current.version + 1)
             updated = await uow.tasks.update(written, expected_version=current.version)
             await uow.commit()
         return written if updated else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 import pytest
 
@@ -15,7 +14,7 @@ from tests.support import SequentialIds
 
 
 def _changed(task: Task, **changes: object) -> Task:
-    return replace(task, version=task.version + 1, **changes)  # type: ignore[arg-type]
+    return task._replace(version=task.version + 1, **changes)  # type: ignore[arg-type]
 
 
 async def _head(storage: Storage, owner: str = ALICE) -> int:
@@ -76,7 +75,7 @@ async def test_another_users_task_is_not_there_to_update(
     bobs = make_task(ids.new_id(), owner=BOB, title="Bob's")
     await store(storage, bobs)
     # The same id, claimed as Alice's: her writer finds no such task of hers.
-    as_alices = _changed(replace(bobs, user_id=ALICE), title="Taken")
+    as_alices = _changed(bobs._replace(user_id=ALICE), title="Taken")
     assert not await storage.writer(ALICE).update(as_alices, expected_version=bobs.version)
     assert await fetch(storage, BOB, bobs.id) == bobs
     assert await fetch(storage, ALICE, bobs.id) is None

@@ -38,7 +38,7 @@ def task_from(row: Sequence[Any]) -> Task:
     values = list(row)
     for index, load in _LOADED:
         values[index] = load(values[index])
-    return Task(*values)
+    return Task._make(values)
 
 
 def outcome_row(owner: str, key: str, outcome: IdempotentOutcome) -> dict[str, Any]:

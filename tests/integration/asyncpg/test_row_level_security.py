@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import asyncpg
@@ -218,7 +218,7 @@ async def test_a_writer_sets_the_user_before_it_updates(storage: Storage, target
 
 async def test_a_writer_reaches_no_other_users_task(storage: Storage, target: Target) -> None:
     (bobs,) = await _seed(storage, "bob", 1)
-    planted = replace(bobs, user_id="alice").with_fields(TaskFields("planted"), bobs.updated_at)
+    planted = bobs._replace(user_id="alice").with_fields(TaskFields("planted"), bobs.updated_at)
     assert not await storage.writer("alice").update(planted, expected_version=bobs.version)
     assert await _titles_as_admin(target.admin_url) == {"bob": ["bob 0"]}
 
