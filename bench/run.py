@@ -16,15 +16,20 @@ What it does, in order (bench/README.md has the method):
    interleaved rounds (round 1: every scenario on every target, then round
    2, ...): GET list, GET one task, POST create, PATCH complete. Bearer
    tokens of the 1,000 users are minted here with the server's HS256 secret.
-4. Scale run on a separate database: GET list latency with 1 thousand, 100
+4. Paced runs: the same scenarios on every target (raw asyncpg only on
+   PostgreSQL) with Poisson arrivals at ``BENCH_PACED`` (0.5) of the floor's median
+   requests/s in step 3, the same offered rate on every target: latency
+   below saturation, where a closed loop's p99 is not set by 32 / throughput.
+5. Scale run on a separate database: GET list latency with 1 thousand, 100
    thousand and 1 million rows in the table, and page 1 vs page 500 of a
    user with 10,000 tasks (reached by following the Link cursors).
-5. Prints the table, the server's peak RSS (VmHWM) and the scale figures, and
+6. Prints the tables, the server's peak RSS (VmHWM) and the scale figures, and
    writes ``var/bench/results-<db>.json`` and ``var/bench/results-<db>.png``.
 
 Settings come from flags or environment variables (flags win): ``DB``
 (postgres | sqlite), ``BENCH_DURATION`` (8), ``BENCH_ROUNDS`` (3),
 ``BENCH_WARMUP`` (2), ``BENCH_CONNECTIONS`` (32), ``BENCH_THREADS`` (2),
+``BENCH_PACED`` (0.5; 0 skips the paced runs),
 ``BENCH_SCALE`` (1; 0 skips the scale run), ``BENCH_SCALE_ROWS``
 (1000,100000,1000000), ``BENCH_SCALE_DURATION`` (2), ``BENCH_APP_ROLE`` (1),
 ``BENCH_PG_URL`` (postgresql://postgres@127.0.0.1:5432/postgres, a superuser).
@@ -117,6 +122,7 @@ class Options:
     tasks_per_user: int
     out: Path
     baseline: str
+    paced: float
 
 
 def _env_int(name: str, default: int) -> int:
@@ -125,6 +131,14 @@ def _env_int(name: str, default: int) -> int:
         return int(raw) if raw else default
     except ValueError:
         raise SystemExit(f"run.py: {name} must be an integer, not {raw!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"run.py: {name} must be a number, not {raw!r}") from None
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -178,6 +192,12 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         help="a git revision: its taskvault runs as one more target ('before'), on the same "
         "database, so that a change is measured against what it replaces in the same run",
     )
+    parser.add_argument(
+        "--paced",
+        type=float,
+        default=_env_float("BENCH_PACED", 0.5),
+        help="paced runs at this fraction of the floor's requests/s (0 skips them)",
+    )
     args = parser.parse_args(argv)
     db = {"postgres": "postgres", "postgresql": "postgres", "pg": "postgres"}.get(
         args.db.lower(), args.db.lower()
@@ -192,6 +212,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         parser.error("duration, rounds, connections, threads and users must be at least 1")
     if args.tasks_per_user < 1 or args.warmup < 0 or args.scale_duration < 1:
         parser.error("tasks per user and scale duration must be >= 1, warm-up >= 0")
+    if not 0 <= args.paced < 1:
+        parser.error("--paced / BENCH_PACED must be at least 0 and below 1")
     return Options(
         db=db,
         duration=args.duration,
@@ -208,6 +230,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         tasks_per_user=args.tasks_per_user,
         out=args.out.resolve(),
         baseline=args.baseline,
+        paced=args.paced,
     )
 
 
@@ -753,6 +776,41 @@ class Harness:
                     )
         return results
 
+    def paced(
+        self,
+        servers: dict[str, Server],
+        task_files: dict[str, Path],
+        tokens: Path,
+        rates: dict[str, float],
+    ) -> dict[str, dict[str, list[WrkResult]]]:
+        """Interleaved rounds at a fixed offered rate per scenario, the same on every target."""
+        # Raw asyncpg shows PostgreSQL's own tail; beside SQLite it would measure another store.
+        targets = {t: s for t, s in servers.items() if not (t == "raw" and self.o.db == "sqlite")}
+        results: dict[str, dict[str, list[WrkResult]]] = {
+            s: {t: [] for t in targets} for s in SCENARIOS
+        }
+        for number in range(1, self.o.rounds + 1):
+            for scenario in SCENARIOS:
+                # The scripts pace each wrk thread on its own: a Poisson stream of this mean gap.
+                gap_ms = self.o.threads * 1000 / rates[scenario]
+                for target, server in targets.items():
+                    result = wrk(
+                        server.url,
+                        threads=self.o.threads,
+                        connections=self.o.connections,
+                        duration=self.o.duration,
+                        script=WRK_SCRIPTS / f"{scenario}.lua",
+                        script_args=[str(tokens), str(task_files[target]), f"{gap_ms:.3f}"],
+                    )
+                    results[scenario][target].append(result)
+                    log(
+                        f"paced {number}/{self.o.rounds} {scenario:<8} {target:<9} "
+                        f"offered {rates[scenario]:7.1f} got {result.rps:7.1f} req/s  "
+                        f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+                        f"non-2xx {result.non_2xx}  socket errors {result.errors}"
+                    )
+        return results
+
     # ------------------------------------------------------------------ scale
 
     def scale(self) -> tuple[dict[str, Any], Server, Database]:
@@ -883,6 +941,7 @@ def summarize(results: dict[str, dict[str, list[WrkResult]]]) -> dict[str, Any]:
             summary[scenario][target] = {
                 "rps": median(r.rps for r in runs),
                 "p50_ms": median(r.p50_ms for r in runs),
+                "p90_ms": median(r.p90_ms for r in runs),
                 "p99_ms": median(r.p99_ms for r in runs),
                 "server_cpu_us": median(r.server_cpu_us for r in runs),
                 "postgres_cpu_us": median(r.postgres_cpu_us for r in runs),
@@ -896,6 +955,24 @@ def summarize(results: dict[str, dict[str, list[WrkResult]]]) -> dict[str, Any]:
             if taskvault is not None and target != "taskvault" and figures["rps"] > 0:
                 figures["taskvault_ratio"] = taskvault["rps"] / figures["rps"]
     return summary
+
+
+def format_paced(paced: dict[str, Any]) -> str:
+    header = (
+        f"{'scenario':<20} {'target':<14} {'offered':>8} {'req/s':>8} {'p50 ms':>8} "
+        f"{'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'sock err':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for scenario in SCENARIOS:
+        by_target = paced["results"].get(scenario, {})
+        for target, f in by_target.items():
+            lines.append(
+                f"{SCENARIO_LABELS[scenario]:<20} {TARGET_LABELS[target]:<14} "
+                f"{paced['offered_rps'][scenario]:>8.0f} {f['rps']:>8.1f} {f['p50_ms']:>8.2f} "
+                f"{f['p90_ms']:>8.2f} {f['p99_ms']:>8.2f} {f['non_2xx']:>8} "
+                f"{f['socket_errors']:>8}"
+            )
+    return "\n".join(lines)
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -1137,6 +1214,19 @@ def bench(h: Harness) -> int:
     # Interleaved rounds.
     results = h.rounds(servers, task_files, tokens_file)
     summary = summarize(results)
+    paced: dict[str, Any] | None = None
+    if o.paced > 0:
+        rates = {s: o.paced * summary[s]["floor"]["rps"] for s in SCENARIOS}
+        paced = {
+            "method": f"wrk -t{o.threads} -c{o.connections} -d{o.duration}s --latency, requests "
+            f"sent as Poisson arrivals at {o.paced:g} x the floor's median req/s above, the "
+            f"same offered rate on every target; medians of {o.rounds} interleaved rounds",
+            "fraction_of_floor": o.paced,
+            "offered_rps": rates,
+            "results": summarize(h.paced(servers, task_files, tokens_file, rates)),
+        }
+    else:
+        h.notes.append("paced runs skipped (BENCH_PACED=0 / --paced 0)")
 
     # The yardsticks are done: read their memory and free their database connections
     # (PostgreSQL's max_connections is shared with whatever else runs on this machine).
@@ -1250,6 +1340,7 @@ def bench(h: Harness) -> int:
         },
         "notes": notes,
         "results": summary,
+        "paced": paced,
         "memory_kib": memory,
         "scale": scale,
     }
@@ -1270,6 +1361,10 @@ def bench(h: Harness) -> int:
     )
     print(format_table(summary))
     print()
+    if paced is not None:
+        print(f"Paced load below saturation ({paced['method']}):")
+        print(format_paced(paced))
+        print()
     print(
         f"Peak RSS of the taskvault server (VmHWM, pid {taskvault.pid}, after the whole run): "
         f"{hwm / 1024:.1f} MiB (VmRSS now {memory['taskvault'].get('VmRSS', 0) / 1024:.1f} MiB)"

@@ -1,8 +1,13 @@
 -- Shared by the scenario scripts (list.lua, get.lua, create.lua, complete.lua).
 --
--- Script arguments (after wrk's `--`): TOKENS_FILE TASKS_FILE
+-- Script arguments (after wrk's `--`): TOKENS_FILE TASKS_FILE [MEAN_GAP_MS]
 --   TOKENS_FILE  Lua chunk returning { ["user0000"] = "<jwt>", ... } (bench/run.py mints it)
 --   TASKS_FILE   Lua chunk returning { {"user0000", {"<task id>", ...}}, ... } (bench/seed.py)
+--   MEAN_GAP_MS  paced load: each thread's requests are sent at the times of
+--                a Poisson stream with this mean gap (a thread offers
+--                1000 / MEAN_GAP_MS requests/s whatever the answers take);
+--                a connection that is free picks the next time. wrk's
+--                latency starts when the request is sent.
 --
 -- Every request goes to the next user in turn (each thread starting at its own
 -- random offset), with that user's bearer token and, where the path needs one,
@@ -12,6 +17,22 @@ local M = {}
 local users = {}
 local cursor = 0
 local counter = 0
+local mean_gap_ms = nil
+local next_send_ms = nil
+
+-- Plain Lua has no wall clock finer than a second; wrk runs on LuaJIT, whose FFI reaches libc's.
+local ffi = require("ffi")
+ffi.cdef([[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock_id, bench_timespec *tp);
+]])
+local CLOCK_MONOTONIC = 1
+local timespec = ffi.new("bench_timespec")
+
+local function now_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, timespec)
+  return tonumber(timespec.tv_sec) * 1000 + tonumber(timespec.tv_nsec) / 1e6
+end
 
 function M.install(build)
   -- build(user) returns method, path, body for one request of the scenario.
@@ -42,6 +63,16 @@ function M.install(build)
     end
     math.randomseed(os.time() * 1000 + (thread_number or 0))
     cursor = math.random(#users)
+    mean_gap_ms = tonumber(args[3])
+    if mean_gap_ms then
+      -- wrk only calls delay() when the script defines it, so an unpaced run
+      -- keeps the closed loop it always had.
+      function delay()
+        local now = now_ms()
+        next_send_ms = (next_send_ms or now) - mean_gap_ms * math.log(1 - math.random())
+        return math.max(0, math.floor(next_send_ms - now + 0.5))
+      end
+    end
   end
 
   function request()
