@@ -1217,6 +1217,8 @@ def bench(h: Harness) -> int:
     paced: dict[str, Any] | None = None
     if o.paced > 0:
         rates = {s: o.paced * summary[s]["floor"]["rps"] for s in SCENARIOS}
+        if not all(rate > 0 for rate in rates.values()):
+            raise BenchError(f"the floor answered nothing in some scenario: cannot pace at {rates}")
         paced = {
             "method": f"wrk -t{o.threads} -c{o.connections} -d{o.duration}s --latency, requests "
             f"sent as Poisson arrivals at {o.paced:g} x the floor's median req/s above, the "
