@@ -57,7 +57,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
@@ -98,6 +98,9 @@ PAGE_LIMIT = 20
 CREATE_BODY = {"title": "Benchmark task", "priority": "high", "description": "made by wrk"}
 
 
+_Number = TypeVar("_Number", int, float)
+
+
 class BenchError(Exception):
     """Stops the benchmark with a message (servers are stopped on the way out)."""
 
@@ -125,20 +128,17 @@ class Options:
     paced: float
 
 
+def _env_number(name: str, default: _Number, kind: type[_Number]) -> _Number:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return kind(raw) if raw else default
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise SystemExit(f"run.py: {name} must be {what}, not {raw!r}") from None
+
+
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"run.py: {name} must be an integer, not {raw!r}") from None
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SystemExit(f"run.py: {name} must be a number, not {raw!r}") from None
+    return _env_number(name, default, int)
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -195,7 +195,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--paced",
         type=float,
-        default=_env_float("BENCH_PACED", 0.5),
+        default=_env_number("BENCH_PACED", 0.5, float),
         help="paced runs at this fraction of the floor's requests/s (0 skips them)",
     )
     args = parser.parse_args(argv)
@@ -742,21 +742,40 @@ class Harness:
     # ------------------------------------------------------------------ main rounds
 
     def rounds(
-        self, servers: dict[str, Server], task_files: dict[str, Path], tokens: Path
+        self,
+        servers: dict[str, Server],
+        task_files: dict[str, Path],
+        tokens: Path,
+        rates: dict[str, float] | None = None,
     ) -> dict[str, dict[str, list[WrkResult]]]:
+        """Interleaved rounds: a closed loop, or with ``rates`` each scenario at that
+        offered rate, the same on every target (the paced runs, with no warm-up)."""
+        if rates is None:
+            targets = servers
+        else:
+            # Raw asyncpg shows PostgreSQL's own tail; beside SQLite it would measure another store.
+            targets = {
+                t: s for t, s in servers.items() if not (t == "raw" and self.o.db == "sqlite")
+            }
         results: dict[str, dict[str, list[WrkResult]]] = {
-            s: {t: [] for t in servers} for s in SCENARIOS
+            s: {t: [] for t in targets} for s in SCENARIOS
         }
         for number in range(1, self.o.rounds + 1):
             for scenario in SCENARIOS:
-                for target, server in servers.items():
+                pacing: list[str] = []
+                label = "round"
+                if rates is not None:
+                    # The scripts pace each wrk thread alone: a Poisson stream of this mean gap.
+                    pacing = [f"{self.o.threads * 1000 / rates[scenario]:.3f}"]
+                    label = f"paced at {rates[scenario]:7.1f} req/s,"
+                for target, server in targets.items():
                     kwargs: dict[str, Any] = {
                         "threads": self.o.threads,
                         "connections": self.o.connections,
                         "script": WRK_SCRIPTS / f"{scenario}.lua",
-                        "script_args": [str(tokens), str(task_files[target])],
+                        "script_args": [str(tokens), str(task_files[target]), *pacing],
                     }
-                    if number == 1 and self.o.warmup > 0:
+                    if rates is None and number == 1 and self.o.warmup > 0:
                         wrk(server.url, duration=self.o.warmup, **kwargs)
                     server_s, postgres_s = process_cpu_s(server.pid), postgres_cpu_s()
                     result = wrk(server.url, duration=self.o.duration, **kwargs)
@@ -769,45 +788,10 @@ class Harness:
                         )
                     results[scenario][target].append(result)
                     log(
-                        f"round {number}/{self.o.rounds} {scenario:<8} {target:<9} "
+                        f"{label} {number}/{self.o.rounds} {scenario:<8} {target:<9} "
                         f"{result.rps:9.1f} req/s  p50 {result.p50_ms:7.2f} ms  "
                         f"p99 {result.p99_ms:7.2f} ms  non-2xx {result.non_2xx}  "
                         f"socket errors {result.errors}"
-                    )
-        return results
-
-    def paced(
-        self,
-        servers: dict[str, Server],
-        task_files: dict[str, Path],
-        tokens: Path,
-        rates: dict[str, float],
-    ) -> dict[str, dict[str, list[WrkResult]]]:
-        """Interleaved rounds at a fixed offered rate per scenario, the same on every target."""
-        # Raw asyncpg shows PostgreSQL's own tail; beside SQLite it would measure another store.
-        targets = {t: s for t, s in servers.items() if not (t == "raw" and self.o.db == "sqlite")}
-        results: dict[str, dict[str, list[WrkResult]]] = {
-            s: {t: [] for t in targets} for s in SCENARIOS
-        }
-        for number in range(1, self.o.rounds + 1):
-            for scenario in SCENARIOS:
-                # The scripts pace each wrk thread on its own: a Poisson stream of this mean gap.
-                gap_ms = self.o.threads * 1000 / rates[scenario]
-                for target, server in targets.items():
-                    result = wrk(
-                        server.url,
-                        threads=self.o.threads,
-                        connections=self.o.connections,
-                        duration=self.o.duration,
-                        script=WRK_SCRIPTS / f"{scenario}.lua",
-                        script_args=[str(tokens), str(task_files[target]), f"{gap_ms:.3f}"],
-                    )
-                    results[scenario][target].append(result)
-                    log(
-                        f"paced {number}/{self.o.rounds} {scenario:<8} {target:<9} "
-                        f"offered {rates[scenario]:7.1f} got {result.rps:7.1f} req/s  "
-                        f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
-                        f"non-2xx {result.non_2xx}  socket errors {result.errors}"
                     )
         return results
 
@@ -1225,7 +1209,7 @@ def bench(h: Harness) -> int:
             f"same offered rate on every target; medians of {o.rounds} interleaved rounds",
             "fraction_of_floor": o.paced,
             "offered_rps": rates,
-            "results": summarize(h.paced(servers, task_files, tokens_file, rates)),
+            "results": summarize(h.rounds(servers, task_files, tokens_file, rates)),
         }
     else:
         h.notes.append("paced runs skipped (BENCH_PACED=0 / --paced 0)")

@@ -17,7 +17,6 @@ local M = {}
 local users = {}
 local cursor = 0
 local counter = 0
-local mean_gap_ms = nil
 local next_send_ms = nil
 
 -- Plain Lua has no wall clock finer than a second; wrk runs on LuaJIT, whose FFI reaches libc's.
@@ -63,7 +62,7 @@ function M.install(build)
     end
     math.randomseed(os.time() * 1000 + (thread_number or 0))
     cursor = math.random(#users)
-    mean_gap_ms = tonumber(args[3])
+    local mean_gap_ms = tonumber(args[3])
     if mean_gap_ms then
       -- wrk only calls delay() when the script defines it, so an unpaced run
       -- keeps the closed loop it always had.

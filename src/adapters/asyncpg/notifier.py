@@ -4,10 +4,10 @@ A NOTIFY inside a write transaction makes its COMMIT take PostgreSQL's one
 notification-queue lock and hold it through the commit's WAL flush: every
 notifying commit on the server then flushes alone, in turn, and group
 commit is lost (in pgbench the update function ran at about 2,160 calls/s
-with its NOTIFY and 3,120 without). Here the writes commit without it, and the users they changed
-go out afterwards, many to a NOTIFY: each batch gathers for a few
-milliseconds, and one store has at most one NOTIFY in flight, so under
-load a batch grows instead of the number of NOTIFYs.
+with its NOTIFY and 3,120 without). Here the writes commit without it,
+and the users they changed go out afterwards, many to a NOTIFY: each batch
+gathers for a few milliseconds, and one store has at most one NOTIFY in
+flight, so under load a batch grows instead of the number of NOTIFYs.
 
 A wake-up is a hint, never data: a waiter re-reads the feed when woken and
 at the end of its wait anyway. So a batch that cannot be sent (the database
